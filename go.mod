@@ -1,0 +1,3 @@
+module github.com/listcrypt/listcrypt
+
+go 1.26.8
