@@ -1,0 +1,280 @@
+// Package config reads the site config, listcrypt.toml, shared by
+// listcrypt, listcrypt-milter and listcrypt-responder. The Config struct
+// is the source of truth: docs/config.md is generated from its tags and
+// defaults (see TestReferenceUpToDate).
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/policy/tomlx"
+)
+
+// DefaultPath is where the programs look without -c.
+const DefaultPath = "/etc/listcrypt/listcrypt.toml"
+
+// Config is the site config. Keys marked stable in docs/config.md are an
+// interface that outside tooling relies on: never rename them.
+type Config struct {
+	StateDir       string   `toml:"state_dir" doc:"Folder for listcrypt's state (the SQLite database by default). Relative paths in this file resolve against the config file's folder."`
+	Database       string   `toml:"database" doc:"State database: \"sqlite:PATH\" (embedded, one host) or a PostgreSQL URL \"postgres://user@host/db?sslmode=disable\" (several MTA hosts; lib/pq defaults to sslmode=require, so say what you want)."`
+	PolicyDir      string   `toml:"policy_dir" doc:"Folder of list policy files, one \"*.toml\" per list (see docs/policy.md)."`
+	PassphraseFile string   `toml:"passphrase_file" doc:"File holding the site passphrase that protects list secret keys at rest. Must be mode 0600 (or stricter); \"listcrypt init\" creates it."`
+	Milter         Milter   `toml:"milter"`
+	Reinject       Reinject `toml:"reinject"`
+	Limits         Limits   `toml:"limits"`
+	Log            Log      `toml:"log"`
+
+	// File is the absolute path the config was read from ("" for Default).
+	File string `toml:"-"`
+}
+
+// Milter configures listcrypt-milter's socket.
+type Milter struct {
+	Listen         string         `toml:"listen" doc:"Milter socket: \"unix:/path\" or \"inet:HOST:PORT\" (also \"inet:PORT@HOST\", as OpenDKIM writes it). The Postfix side is smtpd_milters = unix:/path or inet:HOST:PORT."`
+	SocketMode     string         `toml:"socket_mode" doc:"Permissions of a unix socket (octal). smtpd runs as user postfix and must be able to write it."`
+	Timeout        tomlx.Duration `toml:"timeout" doc:"Longest time one MTA connection may stay silent before the milter drops it."`
+	MaxConnections int            `toml:"max_connections" doc:"Most MTA connections served at once; more wait for a free slot."`
+}
+
+// TableDoc documents the table in the reference.
+func (Milter) TableDoc() string { return "The milter daemon's socket." }
+
+// Reinject configures the MTA listener with milters off.
+type Reinject struct {
+	Address string `toml:"address" doc:"HOST:PORT of the MTA's SMTP listener with milters off (see contrib/postfix). Approved holds, extra recipient batches and responder replies are submitted here."`
+}
+
+// TableDoc documents the table in the reference.
+func (Reinject) TableDoc() string {
+	return "Where listcrypt submits mail it creates itself."
+}
+
+// Limits bound the work one input can cause. Each limit has a test.
+type Limits struct {
+	MaxMessageSize      tomlx.Size `toml:"max_message_size" doc:"Largest message the milter reads for any list; a list's post.max_size may lower it. Larger posts get 552 5.3.4 during DATA."`
+	MaxMIMEDepth        int        `toml:"max_mime_depth" doc:"Deepest MIME nesting examined; deeper posts are refused (554 5.6.0)."`
+	MaxMIMEParts        int        `toml:"max_mime_parts" doc:"Most MIME parts in one post; more are refused (554 5.6.0)."`
+	MaxHeaderSize       tomlx.Size `toml:"max_header_size" doc:"Largest header block of a message or MIME part."`
+	MaxDecompressedSize tomlx.Size `toml:"max_decompressed_size" doc:"Largest size OpenPGP compressed data may expand to (compression bombs are refused in bounded memory)."`
+	MaxPKESK            int        `toml:"max_pkesk" doc:"Most public-key encrypted session key packets in one post (each may cost a private-key operation)."`
+	MaxKeySize          tomlx.Size `toml:"max_key_size" doc:"Largest OpenPGP key accepted on import."`
+	MaxKeySignatures    int        `toml:"max_key_signatures" doc:"Most signature packets one imported key may carry (certificate flooding)."`
+}
+
+// TableDoc documents the table in the reference.
+func (Limits) TableDoc() string { return "Bounds on every input; each refusal is a clear error." }
+
+// Log configures logging.
+type Log struct {
+	Level  string `toml:"level" values:"debug|info|warn|error" doc:"Least severe level written."`
+	Format string `toml:"format" values:"text|json" doc:"Log line format on standard error: logfmt-like text or JSON, one line per decision."`
+}
+
+// TableDoc documents the table in the reference.
+func (Log) TableDoc() string { return "Structured logs (log/slog) on standard error." }
+
+// Default returns the config used for every key a file does not set.
+func Default() *Config {
+	return &Config{
+		StateDir:       "/var/lib/listcrypt",
+		Database:       "sqlite:/var/lib/listcrypt/state.db",
+		PolicyDir:      "/etc/listcrypt/lists.d",
+		PassphraseFile: "/etc/listcrypt/passphrase",
+		Milter: Milter{
+			Listen:         "unix:/run/listcrypt/milter.sock",
+			SocketMode:     "0666",
+			Timeout:        tomlx.NewDuration("5m"),
+			MaxConnections: 64,
+		},
+		Reinject: Reinject{Address: "127.0.0.1:10026"},
+		Limits: Limits{
+			MaxMessageSize:      tomlx.NewSize("25MB"),
+			MaxMIMEDepth:        32,
+			MaxMIMEParts:        500,
+			MaxHeaderSize:       tomlx.NewSize("256KB"),
+			MaxDecompressedSize: tomlx.NewSize("64MB"),
+			MaxPKESK:            64,
+			MaxKeySize:          tomlx.NewSize("256KB"),
+			MaxKeySignatures:    256,
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads and validates the config file at path. Every problem is
+// reported at once, each as "file:line: message".
+func Load(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	src, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(abs, src)
+}
+
+// Parse validates src as the config file named file (absolute).
+func Parse(file string, src []byte) (*Config, error) {
+	c := Default()
+	errs := tomlx.Decode(file, src, c)
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	c.File = file
+	c.validate(errs)
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	c.resolve(filepath.Dir(file))
+	return c, nil
+}
+
+func (c *Config) validate(e *tomlx.Errors) {
+	nonEmpty := func(v string, path ...string) {
+		if strings.TrimSpace(v) == "" {
+			e.At(path, "%s must not be empty", strings.Join(path, "."))
+		}
+	}
+	nonEmpty(c.StateDir, "state_dir")
+	nonEmpty(c.PolicyDir, "policy_dir")
+	nonEmpty(c.PassphraseFile, "passphrase_file")
+	if _, _, err := SplitDatabase(c.Database); err != nil {
+		e.At([]string{"database"}, "%v", err)
+	}
+	if _, _, err := ParseListen(c.Milter.Listen); err != nil {
+		e.At([]string{"milter", "listen"}, "%v", err)
+	}
+	if m, err := strconv.ParseUint(c.Milter.SocketMode, 8, 32); err != nil || m > 0o777 {
+		e.At([]string{"milter", "socket_mode"}, "socket_mode %q is not an octal mode such as \"0660\"", c.Milter.SocketMode)
+	}
+	if c.Milter.Timeout.Err != nil {
+		e.At([]string{"milter", "timeout"}, "timeout: %v", c.Milter.Timeout.Err)
+	} else if c.Milter.Timeout.D < 0 {
+		e.At([]string{"milter", "timeout"}, "timeout must not be negative")
+	}
+	if c.Milter.MaxConnections < 1 {
+		e.At([]string{"milter", "max_connections"}, "max_connections must be at least 1")
+	}
+	if _, _, err := net.SplitHostPort(c.Reinject.Address); err != nil {
+		e.At([]string{"reinject", "address"}, "reinject address %q is not HOST:PORT", c.Reinject.Address)
+	}
+	sizes := []struct {
+		name string
+		v    tomlx.Size
+		min  int64
+	}{
+		{"max_message_size", c.Limits.MaxMessageSize, 1024},
+		{"max_header_size", c.Limits.MaxHeaderSize, 1024},
+		{"max_decompressed_size", c.Limits.MaxDecompressedSize, 1024},
+		{"max_key_size", c.Limits.MaxKeySize, 1024},
+	}
+	for _, s := range sizes {
+		if s.v.Err != nil {
+			e.At([]string{"limits", s.name}, "%s: %v", s.name, s.v.Err)
+		} else if s.v.Bytes < s.min {
+			e.At([]string{"limits", s.name}, "%s must be at least %d bytes", s.name, s.min)
+		}
+	}
+	ints := []struct {
+		name string
+		v    int
+	}{
+		{"max_mime_depth", c.Limits.MaxMIMEDepth},
+		{"max_mime_parts", c.Limits.MaxMIMEParts},
+		{"max_pkesk", c.Limits.MaxPKESK},
+		{"max_key_signatures", c.Limits.MaxKeySignatures},
+	}
+	for _, n := range ints {
+		if n.v < 1 {
+			e.At([]string{"limits", n.name}, "%s must be at least 1", n.name)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		e.At([]string{"log", "level"}, "log level %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		e.At([]string{"log", "format"}, "log format %q is not one of text, json", c.Log.Format)
+	}
+}
+
+// resolve makes relative paths absolute against dir (the config's folder).
+func (c *Config) resolve(dir string) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	c.StateDir = abs(c.StateDir)
+	c.PolicyDir = abs(c.PolicyDir)
+	c.PassphraseFile = abs(c.PassphraseFile)
+	if engine, path, _ := SplitDatabase(c.Database); engine == "sqlite" {
+		c.Database = "sqlite:" + abs(path)
+	}
+	if network, addr, _ := ParseListen(c.Milter.Listen); network == "unix" {
+		c.Milter.Listen = "unix:" + abs(addr)
+	}
+}
+
+// SplitDatabase returns the engine ("sqlite" or "postgres") and the
+// engine's own DSN (a path for SQLite, the URL for PostgreSQL).
+func SplitDatabase(db string) (engine, dsn string, err error) {
+	switch {
+	case strings.HasPrefix(db, "sqlite:"):
+		p := strings.TrimPrefix(db, "sqlite:")
+		p = strings.TrimPrefix(p, "//")
+		if p == "" {
+			return "", "", fmt.Errorf("database %q names no file (sqlite:/var/lib/listcrypt/state.db)", db)
+		}
+		return "sqlite", p, nil
+	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
+		return "postgres", db, nil
+	}
+	return "", "", fmt.Errorf("database %q is neither sqlite:PATH nor postgres://...", db)
+}
+
+// ParseListen splits a milter socket spec into a net.Listen network and
+// address. It accepts unix:/path, local:/path, inet:HOST:PORT,
+// inet:PORT@HOST and inet6:[HOST]:PORT.
+func ParseListen(s string) (network, addr string, err error) {
+	scheme, rest, ok := strings.Cut(s, ":")
+	if !ok || rest == "" {
+		return "", "", fmt.Errorf("milter listen %q is not unix:/path or inet:HOST:PORT", s)
+	}
+	switch scheme {
+	case "unix", "local":
+		return "unix", rest, nil
+	case "inet", "inet6":
+		if port, host, ok := strings.Cut(rest, "@"); ok {
+			rest = net.JoinHostPort(host, port)
+		}
+		if _, _, err := net.SplitHostPort(rest); err != nil {
+			return "", "", fmt.Errorf("milter listen %q: %v", s, err)
+		}
+		return "tcp", rest, nil
+	}
+	return "", "", fmt.Errorf("milter listen %q: unknown socket type %q (unix, inet)", s, scheme)
+}
+
+// KeyLimits returns the OpenPGP limits of the config.
+func (c *Config) KeyLimits() keyring.Limits {
+	return keyring.Limits{
+		MaxDecompressed:  c.Limits.MaxDecompressedSize.Bytes,
+		MaxPKESK:         c.Limits.MaxPKESK,
+		MaxKeySize:       c.Limits.MaxKeySize.Bytes,
+		MaxKeySignatures: c.Limits.MaxKeySignatures,
+	}
+}

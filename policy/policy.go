@@ -1,0 +1,254 @@
+// Package policy reads the list policy files (one TOML file per list in
+// policy_dir, edited by list owners) and makes the decisions they drive.
+// Decide is pure: findings in, an action out; the milter carries it out.
+// The Policy struct is the source of truth: docs/policy.md is generated
+// from its tags and defaults (see TestReferenceUpToDate).
+package policy
+
+import (
+	"fmt"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/listcrypt/listcrypt/policy/tomlx"
+)
+
+// Policy is one list's policy file. Its keys are a stable interface.
+type Policy struct {
+	Address    string   `toml:"address" doc:"The list's posting address. Required; unique across policy files."`
+	Owners     []string `toml:"owners" doc:"Addresses of the list owners: told about skipped members and problems."`
+	Moderators []string `toml:"moderators" doc:"Addresses that approve held posts and new subscribers."`
+	Post       Post     `toml:"post"`
+
+	// File is the policy file this was read from.
+	File string `toml:"-"`
+}
+
+// Post is the [post] table: what the list accepts.
+type Post struct {
+	Encrypted    string         `toml:"encrypted" values:"allow|require" doc:"\"require\": a post must be encrypted to the list key (others get 550 5.7.1 with how to get the key). \"allow\": plain posts are examined too."`
+	Signed       string         `toml:"signed" values:"allow|hold|require" doc:"A post without a signature: \"require\" refuses it, \"hold\" holds it for a moderator, \"allow\" accepts it. A post counts as signed only when the signing key is the registered key of a member bound to the From address."`
+	NonMember    string         `toml:"non_member" values:"accept|hold|reject|discard" doc:"A post whose From address is not an active member."`
+	Replay       string         `toml:"replay" values:"reject|hold|discard" doc:"A post carrying a signature or ciphertext already seen on this list, or a signature older than replay_window."`
+	BadSignature string         `toml:"bad_signature" values:"reject|hold|discard" doc:"A signature that does not verify, is made by a key not registered to the From address, or is dated in the future beyond clock_skew."`
+	MaxSize      tomlx.Size     `toml:"max_size" doc:"Largest post accepted (the site's limits.max_message_size caps it). Larger posts get 552 5.3.4 during DATA."`
+	ReplayWindow tomlx.Duration `toml:"replay_window" doc:"Signatures older than this are refused as replays; it bounds the replay table."`
+	ClockSkew    tomlx.Duration `toml:"clock_skew" doc:"How far in the future a signature's creation time may be (senders' clocks drift)."`
+}
+
+// TableDoc documents the table in the reference.
+func (Post) TableDoc() string { return "What the list accepts, and what it does with the rest." }
+
+// Default returns the strict defaults every key falls back to.
+func Default() *Policy {
+	return &Policy{
+		Owners:     []string{},
+		Moderators: []string{},
+		Post: Post{
+			Encrypted:    "require",
+			Signed:       "require",
+			NonMember:    "reject",
+			Replay:       "reject",
+			BadSignature: "reject",
+			MaxSize:      tomlx.NewSize("10MB"),
+			ReplayWindow: tomlx.NewDuration("30d"),
+			ClockSkew:    tomlx.NewDuration("15m"),
+		},
+	}
+}
+
+// NormalizeAddress returns the form addresses are stored and compared in:
+// the bare address (display name and angle brackets removed), trimmed and
+// lower-cased, as list managers do.
+func NormalizeAddress(s string) string {
+	s = strings.TrimSpace(s)
+	if a, err := mail.ParseAddress(s); err == nil {
+		s = a.Address
+	}
+	s = strings.Trim(s, "<>")
+	return strings.ToLower(s)
+}
+
+// ValidAddress reports whether s (normalised) looks like local@domain.
+func ValidAddress(s string) bool {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 || strings.ContainsAny(s, " \t\r\n<>,;\"") {
+		return false
+	}
+	_, err := mail.ParseAddress(s)
+	return err == nil
+}
+
+// RequestAddress is the list's command address, LIST-request@DOMAIN.
+func (p *Policy) RequestAddress() string {
+	local, domain, _ := strings.Cut(p.Address, "@")
+	return local + "-request@" + domain
+}
+
+// Parse validates src as the policy file named file.
+func Parse(file string, src []byte) (*Policy, error) {
+	p := Default()
+	errs := tomlx.Decode(file, src, p)
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	p.File = file
+	p.validate(errs)
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Policy) validate(e *tomlx.Errors) {
+	if p.Address == "" {
+		e.At([]string{"address"}, "address is required (the list's posting address)")
+	} else {
+		n := NormalizeAddress(p.Address)
+		if !ValidAddress(n) {
+			e.At([]string{"address"}, "address %q is not an email address", p.Address)
+		}
+		p.Address = n
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"owners", p.Owners}, {"moderators", p.Moderators}} {
+		for i, a := range l.list {
+			n := NormalizeAddress(a)
+			if !ValidAddress(n) {
+				e.At([]string{l.key}, "%s: %q is not an email address", l.key, a)
+			}
+			l.list[i] = n
+		}
+	}
+	oneOf := func(v, key string, allowed ...string) {
+		for _, a := range allowed {
+			if v == a {
+				return
+			}
+		}
+		e.At([]string{"post", key}, "post.%s = %q: must be one of %s", key, v, strings.Join(allowed, ", "))
+	}
+	oneOf(p.Post.Encrypted, "encrypted", "allow", "require")
+	oneOf(p.Post.Signed, "signed", "allow", "hold", "require")
+	oneOf(p.Post.NonMember, "non_member", "accept", "hold", "reject", "discard")
+	oneOf(p.Post.Replay, "replay", "reject", "hold", "discard")
+	oneOf(p.Post.BadSignature, "bad_signature", "reject", "hold", "discard")
+	if p.Post.MaxSize.Err != nil {
+		e.At([]string{"post", "max_size"}, "post.max_size: %v", p.Post.MaxSize.Err)
+	} else if p.Post.MaxSize.Bytes < 1024 {
+		e.At([]string{"post", "max_size"}, "post.max_size must be at least 1KB")
+	}
+	if p.Post.ReplayWindow.Err != nil {
+		e.At([]string{"post", "replay_window"}, "post.replay_window: %v", p.Post.ReplayWindow.Err)
+	} else if p.Post.ReplayWindow.D < time.Hour {
+		e.At([]string{"post", "replay_window"}, "post.replay_window must be at least 1h")
+	}
+	if p.Post.ClockSkew.Err != nil {
+		e.At([]string{"post", "clock_skew"}, "post.clock_skew: %v", p.Post.ClockSkew.Err)
+	} else if p.Post.ClockSkew.D > 24*time.Hour {
+		e.At([]string{"post", "clock_skew"}, "post.clock_skew must be at most 24h")
+	}
+}
+
+// Set is every list's policy, by normalised list address.
+type Set struct {
+	Dir   string
+	Lists map[string]*Policy
+}
+
+// Lookup returns the policy of the list at addr (any case), or nil.
+func (s *Set) Lookup(addr string) *Policy {
+	if s == nil {
+		return nil
+	}
+	return s.Lists[NormalizeAddress(addr)]
+}
+
+// Addresses returns the list addresses in order.
+func (s *Set) Addresses() []string {
+	out := make([]string, 0, len(s.Lists))
+	for a := range s.Lists {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LoadDir reads every *.toml file in dir. It reports every problem of
+// every file at once; on any error it returns no Set, so a reload with a
+// bad file keeps the last good one. A missing dir is an empty Set.
+func LoadDir(dir string) (*Set, error) {
+	set := &Set{Dir: dir, Lists: map[string]*Policy{}}
+	files, err := filepath.Glob(filepath.Join(dir, "*.toml"))
+	if err != nil {
+		return nil, fmt.Errorf("policy dir %s: %w", dir, err)
+	}
+	if _, err := os.Stat(dir); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("policy dir: %w", err)
+	}
+	sort.Strings(files)
+	var errs []error
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+			continue
+		}
+		p, err := Parse(f, src)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if prev, dup := set.Lists[p.Address]; dup {
+			errs = append(errs, fmt.Errorf("%s:%d: list %s is also defined in %s", f, tomlx.KeyLine(src, "address"), p.Address, prev.File))
+			continue
+		}
+		set.Lists[p.Address] = p
+	}
+	if len(errs) > 0 {
+		return nil, joinErrs(errs)
+	}
+	return set, nil
+}
+
+func joinErrs(errs []error) error {
+	var b strings.Builder
+	for i, e := range errs {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return fmt.Errorf("%s", b.String())
+}
+
+// Template returns the text of a new policy file for address: every key
+// with its default, commented, so the owner sees what can be set.
+func Template(address, owner string) string {
+	owners := "[]"
+	if owner != "" {
+		owners = fmt.Sprintf("[%q]", owner)
+	}
+	d := Default().Post
+	return fmt.Sprintf(`# listcrypt list policy: see docs/policy.md for every key.
+address = %q
+owners = %s
+moderators = []
+
+[post]
+encrypted = %q      # allow | require
+signed = %q         # allow | hold | require
+non_member = %q      # accept | hold | reject | discard
+replay = %q          # reject | hold | discard
+bad_signature = %q   # reject | hold | discard
+max_size = %q
+replay_window = %q
+clock_skew = %q
+`, address, owners, d.Encrypted, d.Signed, d.NonMember, d.Replay, d.BadSignature, d.MaxSize.Raw, d.ReplayWindow.Raw, d.ClockSkew.Raw)
+}

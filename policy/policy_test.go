@@ -1,0 +1,218 @@
+package policy
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/listcrypt/listcrypt/policy/tomlx"
+)
+
+var update = flag.Bool("update", false, "rewrite docs/policy.md")
+
+func TestStableKeysParse(t *testing.T) {
+	src := `address = "Devs@Lists.Example.org"
+owners = ["alice@example.org"]
+moderators = []
+[post]
+encrypted = "require"      # allow | require
+signed = "require"         # allow | hold | require
+non_member = "reject"      # accept | hold | reject | discard
+replay = "reject"          # reject | hold | discard
+bad_signature = "reject"   # reject | hold | discard
+max_size = "10MB"
+`
+	p, err := Parse("devs.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Address != "devs@lists.example.org" || p.Owners[0] != "alice@example.org" || p.Post.MaxSize.Bytes != 10<<20 {
+		t.Fatalf("%+v", p)
+	}
+	if p.RequestAddress() != "devs-request@lists.example.org" {
+		t.Fatal(p.RequestAddress())
+	}
+}
+
+func TestAllErrorsWithLines(t *testing.T) {
+	src := `owners = ["not an address"]
+[post]
+encrypted = "maybe"
+signed = "always"
+non_member = "bounce"
+replay = "accept"
+bad_signature = "allow"
+max_size = "huge"
+replay_window = "10m"
+colour = "blue"
+`
+	_, err := Parse("/p/devs.toml", []byte(src))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if !strings.Contains(err.Error(), `/p/devs.toml:10: unknown key "post.colour"`) {
+		t.Fatalf("unknown key not reported first: %v", err)
+	}
+	src = strings.Replace(src, "colour = \"blue\"\n", "", 1)
+	_, err = Parse("/p/devs.toml", []byte(src))
+	for _, want := range []string{
+		"/p/devs.toml:1: address is required",
+		"/p/devs.toml:1: owners:",
+		"/p/devs.toml:3: post.encrypted",
+		"/p/devs.toml:4: post.signed",
+		"/p/devs.toml:5: post.non_member",
+		"/p/devs.toml:6: post.replay",
+		"/p/devs.toml:7: post.bad_signature",
+		"/p/devs.toml:8: post.max_size",
+		"/p/devs.toml:9: post.replay_window",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestLoadDir(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.toml", Template("a@lists.example.org", "o@example.org"))
+	write("b.toml", Template("b@lists.example.org", ""))
+	write("ignored.txt", "junk")
+	set, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(set.Addresses(), ","); got != "a@lists.example.org,b@lists.example.org" {
+		t.Fatal(got)
+	}
+	if set.Lookup("A@LISTS.example.org") == nil {
+		t.Fatal("lookup is not case-insensitive")
+	}
+	write("c.toml", "address = \"A@lists.example.org\"\n")
+	write("d.toml", "address = 5\n")
+	_, err = LoadDir(dir)
+	if err == nil || !strings.Contains(err.Error(), "c.toml:1: list a@lists.example.org is also defined in") ||
+		!strings.Contains(err.Error(), "d.toml:1:") {
+		t.Fatalf("err = %v", err)
+	}
+	empty, err := LoadDir(filepath.Join(dir, "missing"))
+	if err != nil || len(empty.Lists) != 0 {
+		t.Fatalf("missing dir: %v %v", empty, err)
+	}
+}
+
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	good := Findings{Encrypted: true, Signature: SignedValid, SignerBoundToFrom: true, SigTime: now.Add(-time.Minute), FromMember: true}
+	with := func(f func(*Findings)) Findings { g := good; f(&g); return g }
+	pol := func(f func(*Post)) *Policy {
+		p := Default()
+		p.Address = "devs@lists.example.org"
+		f(&p.Post)
+		return p
+	}
+	strict := pol(func(*Post) {})
+	lax := pol(func(p *Post) {
+		p.Encrypted, p.Signed, p.NonMember, p.Replay, p.BadSignature = "allow", "allow", "accept", "discard", "hold"
+	})
+	for _, tc := range []struct {
+		name   string
+		p      *Policy
+		f      Findings
+		action Action
+		reason string
+		text   string
+	}{
+		{"good post", strict, good, Accept, "ok", ""},
+		{"problem wins", lax, with(func(f *Findings) {
+			f.Problem = &Problem{Code: 554, Enhanced: "5.6.0", Text: "mixed", Reason: "mixed"}
+		}), Reject, "mixed", "mixed"},
+		{"plain refused", strict, with(func(f *Findings) { f.Encrypted = false }), Reject, "not-encrypted", "key get"},
+		{"plain allowed", lax, with(func(f *Findings) { f.Encrypted = false }), Accept, "ok", ""},
+		{"non-member rejected", strict, with(func(f *Findings) { f.FromMember = false; f.Signature = SignedUnknown }), Reject, "non-member", "subscribe"},
+		{"non-member accepted skips signature rules", lax, with(func(f *Findings) { f.FromMember = false; f.Signature = SignedUnknown }), Accept, "ok", ""},
+		{"non-member replay still caught", lax, with(func(f *Findings) { f.FromMember = false; f.Replay = true }), Discard, "replay", ""},
+		{"non-member held", pol(func(p *Post) { p.NonMember = "hold" }), with(func(f *Findings) { f.FromMember = false }), Hold, "non-member", ""},
+		{"non-member discarded", pol(func(p *Post) { p.NonMember = "discard" }), with(func(f *Findings) { f.FromMember = false }), Discard, "non-member", ""},
+		{"tampered", strict, with(func(f *Findings) { f.Signature = SignedBad }), Reject, "bad-signature", "altered"},
+		{"tampered held", lax, with(func(f *Findings) { f.Signature = SignedBad }), Hold, "bad-signature", ""},
+		{"unknown signer", strict, with(func(f *Findings) { f.Signature = SignedUnknown }), Reject, "unknown-signer", "key show"},
+		{"signed by member B, From A", strict, with(func(f *Findings) { f.SignerBoundToFrom = false }), Reject, "signer-not-from", "not registered for the From"},
+		{"unsigned refused", strict, with(func(f *Findings) { f.Signature = Unsigned }), Reject, "not-signed", "signed"},
+		{"unsigned held", pol(func(p *Post) { p.Signed = "hold" }), with(func(f *Findings) { f.Signature = Unsigned }), Hold, "not-signed", ""},
+		{"unsigned allowed", lax, with(func(f *Findings) { f.Signature = Unsigned }), Accept, "ok", ""},
+		{"future signature", strict, with(func(f *Findings) { f.SigTime = now.Add(time.Hour) }), Reject, "signature-in-future", "clock"},
+		{"small skew ok", strict, with(func(f *Findings) { f.SigTime = now.Add(10 * time.Minute) }), Accept, "ok", ""},
+		{"too old", strict, with(func(f *Findings) { f.SigTime = now.Add(-31 * 24 * time.Hour) }), Reject, "signature-too-old", "30d"},
+		{"replay", strict, with(func(f *Findings) { f.Replay = true }), Reject, "replay", "already sent"},
+		{"replay held", pol(func(p *Post) { p.Replay = "hold" }), with(func(f *Findings) { f.Replay = true }), Hold, "replay", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.p.Decide(tc.f, now)
+			if d.Action != tc.action || d.Reason != tc.reason || !strings.Contains(d.Text, tc.text) {
+				t.Fatalf("got %+v, want %s/%s/%q", d, tc.action, tc.reason, tc.text)
+			}
+			if d.Action == Reject && (d.Code < 500 || d.Enhanced == "" || d.Text == "") {
+				t.Fatalf("reject without a full reply: %+v", d)
+			}
+		})
+	}
+}
+
+func TestNormalizeAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		" Alice@Example.ORG ":            "alice@example.org",
+		"<bob@example.org>":              "bob@example.org",
+		`"Bob B" <Bob@Example.org>`:      "bob@example.org",
+		"devs-request@lists.example.org": "devs-request@lists.example.org",
+	} {
+		if got := NormalizeAddress(in); got != want {
+			t.Errorf("%q: got %q want %q", in, got, want)
+		}
+	}
+}
+
+func TestReferenceUpToDate(t *testing.T) {
+	ref := "# List policy reference\n\nOne TOML file per list in `policy_dir`, edited by the list owner. `listcrypt policy check` validates every file; " +
+		"`listcrypt-milter` reloads them on SIGHUP (an invalid reload keeps the last good policy and logs why).\n" +
+		"Generated from `policy/policy.go` by `go test ./policy -update`; do not edit.\n\n" +
+		tomlx.Reference(Default())
+	if *update {
+		if err := os.WriteFile("../docs/policy.md", []byte(ref), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile("../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != ref {
+		t.Fatal("docs/policy.md is out of date: go test ./policy -update")
+	}
+	// The template for new lists parses to the defaults.
+	p, err := Parse("t.toml", []byte(Template("x@lists.example.org", "o@example.org")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Post != Default().Post {
+		t.Fatalf("template differs from defaults: %+v", p.Post)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(Template("x@lists.example.org", "o@example.org")))
+	f.Add([]byte("address = \"a@b.c\"\n[post]\nmax_size = \"1KB\"\n"))
+	f.Fuzz(func(t *testing.T, src []byte) {
+		p, err := Parse("f.toml", src)
+		if err == nil && !ValidAddress(p.Address) {
+			t.Fatalf("accepted invalid address %q", p.Address)
+		}
+	})
+}
