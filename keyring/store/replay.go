@@ -1,0 +1,191 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// RecordPost records the digests (signature and ciphertext digests) of a
+// post identified by postID, in one transaction:
+//
+//   - if any digest is already recorded for another post, the post is a
+//     replay: nothing is inserted and the earlier post's id is returned;
+//   - otherwise (digests new, or recorded for this same postID by an
+//     earlier attempt at the same transaction) the missing ones are
+//     inserted and replayOf is nil.
+//
+// Two processes racing with a shared digest and different post ids settle
+// in the database: exactly one gets nil, the other gets the winner's id.
+func (s *Store) RecordPost(ctx context.Context, list string, postID []byte, digests [][]byte, at time.Time) (replayOf []byte, err error) {
+	if len(postID) == 0 {
+		return nil, fmt.Errorf("store: record post on %q: empty post id", list)
+	}
+	// Insert in one global order so that two transactions sharing several
+	// digests cannot deadlock on PostgreSQL.
+	ds := make([][]byte, 0, len(digests))
+	for _, d := range digests {
+		if len(d) == 0 {
+			return nil, fmt.Errorf("store: record post on %q: empty digest", list)
+		}
+		ds = append(ds, d)
+	}
+	slices.SortFunc(ds, bytes.Compare)
+	ds = slices.CompactFunc(ds, bytes.Equal)
+	at = nowOr(at)
+
+	err = s.tx(ctx, func(tx *sqlx.Tx) error {
+		for _, d := range ds {
+			prior, err := recordDigest(ctx, tx, list, postID, d, at)
+			if err != nil {
+				return err
+			}
+			if prior != nil {
+				replayOf = prior
+				return errReplay // roll back what this call inserted
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errReplay) {
+		return replayOf, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: record post on %q: %w", list, err)
+	}
+	return nil, nil
+}
+
+var errReplay = errors.New("replay")
+
+// recordDigest inserts (list, digest) for postID unless present, and
+// returns the post id that holds it if that is not postID.
+func recordDigest(ctx context.Context, tx *sqlx.Tx, list string, postID, digest []byte, at time.Time) ([]byte, error) {
+	// A row can vanish between the insert and the read when PruneReplay
+	// runs concurrently; then try again.
+	for range 3 {
+		// On PostgreSQL the insert waits for a concurrent uncommitted
+		// insert of the same key and then does nothing if that commits;
+		// the read that follows, a new statement, sees the committed row.
+		// On SQLite the transaction holds the write lock already.
+		res, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO replay (list, digest, post_id, seen_at)
+			VALUES (?, ?, ?, ?) ON CONFLICT (list, digest) DO NOTHING`), list, digest, postID, at)
+		if err != nil {
+			return nil, fmt.Errorf("insert digest: %w", err)
+		}
+		n, err := affected(res)
+		if err != nil {
+			return nil, err
+		}
+		if n == 1 {
+			return nil, nil
+		}
+		var prior []byte
+		err = tx.GetContext(ctx, &prior, tx.Rebind(`SELECT post_id FROM replay WHERE list = ? AND digest = ?`), list, digest)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read digest: %w", err)
+		}
+		if bytes.Equal(prior, postID) {
+			return nil, nil
+		}
+		return prior, nil
+	}
+	return nil, errors.New("digest row keeps vanishing (concurrent prune)")
+}
+
+// SeenDigest reports whether digest is recorded for the list, and for
+// which post.
+func (s *Store) SeenDigest(ctx context.Context, list string, digest []byte) (postID []byte, found bool, err error) {
+	err = s.db.GetContext(ctx, &postID, s.q(`SELECT post_id FROM replay WHERE list = ? AND digest = ?`), list, digest)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("store: seen digest on %q: %w", list, err)
+	}
+	return postID, true, nil
+}
+
+// PruneReplay deletes replay digests recorded before the cutoff and
+// returns how many. Delivery records and completion marks older than the
+// cutoff go in the same transaction: they only matter while a retry of
+// the post can still arrive, which is what the replay window bounds.
+func (s *Store) PruneReplay(ctx context.Context, before time.Time) (int64, error) {
+	before = ts(before)
+	var n int64
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM replay WHERE seen_at < ?`), before)
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		if n, err = affected(res); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM deliveries WHERE delivered_at < ?`), before); err != nil {
+			return fmt.Errorf("deliveries: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM posts_complete WHERE completed_at < ?`), before); err != nil {
+			return fmt.Errorf("completed posts: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: prune replay: %w", err)
+	}
+	return n, nil
+}
+
+// MarkBatchDelivered records that outbound batch number batch of the post
+// was handed to the MTA. already reports that it had been recorded before
+// (by this or another process), in which case nothing changes.
+func (s *Store) MarkBatchDelivered(ctx context.Context, list string, postID []byte, batch int, at time.Time) (already bool, err error) {
+	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO deliveries (list, post_id, batch, delivered_at)
+		VALUES (?, ?, ?, ?) ON CONFLICT (list, post_id, batch) DO NOTHING`), list, postID, batch, nowOr(at))
+	if err != nil {
+		return false, fmt.Errorf("store: mark batch %d delivered on %q: %w", batch, list, err)
+	}
+	n, err := affected(res)
+	if err != nil {
+		return false, fmt.Errorf("store: mark batch %d delivered on %q: %w", batch, list, err)
+	}
+	return n == 0, nil
+}
+
+// DeliveredBatches returns the batch numbers recorded for the post, in
+// ascending order.
+func (s *Store) DeliveredBatches(ctx context.Context, list string, postID []byte) ([]int, error) {
+	var batches []int
+	if err := s.db.SelectContext(ctx, &batches, s.q(`SELECT batch FROM deliveries
+		WHERE list = ? AND post_id = ? ORDER BY batch`), list, postID); err != nil {
+		return nil, fmt.Errorf("store: delivered batches on %q: %w", list, err)
+	}
+	return batches, nil
+}
+
+// MarkPostComplete records that every batch of the post was delivered.
+// Marking a post twice is not an error.
+func (s *Store) MarkPostComplete(ctx context.Context, list string, postID []byte, at time.Time) error {
+	if _, err := s.db.ExecContext(ctx, s.q(`INSERT INTO posts_complete (list, post_id, completed_at)
+		VALUES (?, ?, ?) ON CONFLICT (list, post_id) DO NOTHING`), list, postID, nowOr(at)); err != nil {
+		return fmt.Errorf("store: mark post complete on %q: %w", list, err)
+	}
+	return nil
+}
+
+// PostComplete reports whether the post was marked complete.
+func (s *Store) PostComplete(ctx context.Context, list string, postID []byte) (bool, error) {
+	var n int
+	if err := s.db.GetContext(ctx, &n, s.q(`SELECT COUNT(*) FROM posts_complete WHERE list = ? AND post_id = ?`), list, postID); err != nil {
+		return false, fmt.Errorf("store: post complete on %q: %w", list, err)
+	}
+	return n > 0, nil
+}

@@ -1,0 +1,150 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"  // registers "postgres"
+	_ "modernc.org/sqlite" // registers "sqlite"
+)
+
+// Engine names returned by [Store.Engine].
+const (
+	EngineSQLite   = "sqlite"
+	EnginePostgres = "postgres"
+)
+
+// Sentinel errors. Methods return errors wrapping these; test with errors.Is.
+var (
+	// ErrNotFound: the row asked for does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a row with the same key already exists.
+	ErrExists = errors.New("already exists")
+	// ErrConflict: a compare-and-set found a state other than expected.
+	ErrConflict = errors.New("state changed concurrently")
+	// ErrExpired: a challenge is past its expiry time.
+	ErrExpired = errors.New("expired")
+	// ErrUsed: a challenge has already been used.
+	ErrUsed = errors.New("already used")
+)
+
+func init() {
+	// modernc.org/sqlite registers as "sqlite", which sqlx does not know.
+	sqlx.BindDriver("sqlite", sqlx.QUESTION)
+}
+
+// Store is the state database. It is safe for concurrent use.
+type Store struct {
+	db     *sqlx.DB
+	engine string
+}
+
+// Open opens the database named by dsn without changing it; call
+// [Store.Migrate] before use. dsn is "sqlite:PATH" for an SQLite file, or a
+// lib/pq URL "postgres://..." / "postgresql://..." (carry sslmode in it).
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	var (
+		driver, source, engine string
+	)
+	switch {
+	case strings.HasPrefix(dsn, "sqlite:"):
+		path := strings.TrimPrefix(dsn, "sqlite:")
+		if path == "" {
+			return nil, errors.New("store: sqlite DSN has no path (want sqlite:PATH)")
+		}
+		if path == ":memory:" || strings.HasPrefix(path, "file:") {
+			return nil, fmt.Errorf("store: sqlite DSN %q: want a file path (in-memory databases are per connection)", dsn)
+		}
+		if strings.ContainsAny(path, "?#") {
+			return nil, fmt.Errorf("store: sqlite path %q must not contain '?' or '#'", path)
+		}
+		q := url.Values{}
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "foreign_keys(1)")
+		q.Set("_txlock", "immediate")
+		q.Set("_time_format", "sqlite")
+		driver, source, engine = "sqlite", path+"?"+q.Encode(), EngineSQLite
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		driver, source, engine = "postgres", dsn, EnginePostgres
+	default:
+		scheme, _, ok := strings.Cut(dsn, ":")
+		if !ok {
+			scheme = dsn
+		}
+		if len(scheme) > 20 {
+			scheme = scheme[:20] + "..."
+		}
+		return nil, fmt.Errorf("store: unknown database scheme %q: want sqlite:PATH, postgres://... or postgresql://...", scheme)
+	}
+	db, err := sqlx.Open(driver, source)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", engine, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		err = fmt.Errorf("store: connect to %s: %w", engine, err)
+		if cerr := db.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		return nil, err
+	}
+	return &Store{db: db, engine: engine}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// Engine reports the database engine: [EngineSQLite] or [EnginePostgres].
+func (s *Store) Engine() string { return s.engine }
+
+// q rebinds a query written with "?" placeholders for the engine.
+func (s *Store) q(query string) string { return s.db.Rebind(query) }
+
+// tx runs fn in a transaction, committing if fn returns nil.
+func (s *Store) tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		}
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// ts is the form every time is written in: UTC, microseconds (PostgreSQL's
+// precision). On SQLite the text form then also sorts in time order.
+func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// nowOr returns ts(t), or the current time when t is zero.
+func nowOr(t time.Time) time.Time {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return ts(t)
+}
+
+func affected(res sql.Result) (int64, error) {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("rows affected: %w", err)
+	}
+	return n, nil
+}
