@@ -5,6 +5,7 @@
 package keyring
 
 import (
+	"crypto"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
@@ -48,5 +49,14 @@ func PacketConfig(l Limits, now func() time.Time) *packet.Config {
 		MaxDecompressedMessageSize: &max,
 		Time:                       now,
 		AEADConfig:                 &packet.AEADConfig{DefaultMode: packet.AEADModeGCM},
+		// go-crypto's default still accepts SHA-1 in key signatures
+		// (self-signatures, subkey bindings); refuse them like message
+		// signatures, so a key bound only by SHA-1 is not valid.
+		RejectHashAlgorithms: map[crypto.Hash]bool{
+			crypto.MD5: true, crypto.RIPEMD160: true, crypto.SHA1: true,
+		},
+		// RSA below 2047 bits is weak (2047, not 2048: GnuPG once made
+		// 2047-bit "2048-bit" keys); this is also go-crypto's default.
+		MinRSABits: 2047,
 	}
 }

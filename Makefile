@@ -1,0 +1,42 @@
+# listcrypt: make build | test | demo | bench | fuzz
+GO       ?= go
+BIN      := bin
+FUZZTIME ?= 20s
+# Fuzz targets: package:target
+FUZZ_TARGETS := ./milter/inbound:FuzzExamine ./policy:FuzzParse ./policy/config:FuzzParse
+
+.PHONY: build test vet demo bench fuzz fuzz-short clean
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+# The whole suite: unit, store on SQLite and a real PostgreSQL, interop with
+# gpg/sq/rnp, a real Postfix end to end, then each fuzz target briefly.
+test: vet
+	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
+	$(MAKE) fuzz-short FUZZTIME=10s
+
+fuzz-short:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=5m
+
+# Benchmarks write their figures to docs/benchmarks.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./milter/ | tee $(BIN)/bench.txt
+	$(GO) run ./contrib/benchdoc < $(BIN)/bench.txt > docs/benchmarks.md
+
+demo: build
+	bash contrib/demo/demo.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,258 @@
+// Command listcrypt is the admin CLI: init, lists, list keys, members,
+// holds and policy checks. Its verbs are a stable interface; see
+// docs/cli.md. Every error exits non-zero with a one-line reason.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/admin"
+	"github.com/listcrypt/listcrypt/policy/config"
+)
+
+const usage = `usage: listcrypt [-c CONFIG] COMMAND ...
+
+  init                                   create the schema and the passphrase file
+  list create ADDRESS [--owner ADDR] [--key-type ed25519|rsa3072|rsa4096]
+  list key export ADDRESS                print the list's armored public key
+  member add LIST ADDRESS --key FILE     register a member with their key (no challenge)
+  member list LIST
+  member remove LIST ADDRESS
+  hold list LIST
+  hold show ID
+  hold approve ID
+  hold reject ID
+  policy check                           validate every policy file
+`
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+		if errors.Is(err, errUsage) {
+			fmt.Fprint(os.Stderr, usage)
+		}
+		fmt.Fprintln(os.Stderr, "listcrypt:", msg)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func usageErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("listcrypt", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfgPath := fs.String("c", config.DefaultPath, "site config file")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("%v", err)
+	}
+	args = fs.Args()
+	if len(args) == 0 {
+		return usageErr("no command")
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	verb := strings.Join(args[:min(2, len(args))], " ")
+	if args[0] == "init" {
+		created, err := admin.Init(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		for _, c := range created {
+			fmt.Fprintln(out, "ready:", c)
+		}
+		return nil
+	}
+	if args[0] == "policy" {
+		if len(args) != 2 || args[1] != "check" {
+			return usageErr("policy check")
+		}
+		set, err := admin.CheckPolicies(cfg.PolicyDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%d list policies OK in %s\n", len(set.Lists), cfg.PolicyDir)
+		return nil
+	}
+	site, err := admin.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer site.Close()
+	switch {
+	case verb == "list create":
+		pos, flags, err := parseArgs(args[2:], "owner", "key-type")
+		if err != nil || len(pos) != 1 {
+			return usageErr("list create ADDRESS [--owner ADDR] [--key-type ed25519|rsa3072|rsa4096]")
+		}
+		kt := keyring.KeyEd25519
+		if v, ok := flags["key-type"]; ok {
+			if kt, err = keyring.ParseKeyType(v); err != nil {
+				return err
+			}
+		}
+		fpr, err := site.CreateList(ctx, pos[0], flags["owner"], kt)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "list %s created, key %s\n", pos[0], fpr)
+	case verb == "list key":
+		if len(args) != 4 || args[2] != "export" {
+			return usageErr("list key export ADDRESS")
+		}
+		armored, err := site.ExportListKey(ctx, args[3])
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(out, armored)
+		if !strings.HasSuffix(armored, "\n") {
+			fmt.Fprintln(out)
+		}
+	case verb == "member add":
+		pos, flags, err := parseArgs(args[2:], "key")
+		if err != nil || len(pos) != 2 || flags["key"] == "" {
+			return usageErr("member add LIST ADDRESS --key FILE")
+		}
+		data, err := readKeyFile(flags["key"])
+		if err != nil {
+			return err
+		}
+		fpr, err := site.AddMember(ctx, pos[0], pos[1], data)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "member %s added to %s, key %s\n", pos[1], pos[0], fpr)
+	case verb == "member list":
+		if len(args) != 3 {
+			return usageErr("member list LIST")
+		}
+		ms, err := site.Members(ctx, args[2])
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			fmt.Fprintf(out, "%s\t%s\t%s\n", m.Address, m.State, m.Fingerprint)
+		}
+	case verb == "member remove":
+		if len(args) != 4 {
+			return usageErr("member remove LIST ADDRESS")
+		}
+		if err := site.RemoveMember(ctx, args[2], args[3]); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "member %s removed from %s\n", args[3], args[2])
+	case verb == "hold list":
+		if len(args) != 3 {
+			return usageErr("hold list LIST")
+		}
+		hs, err := site.Holds(ctx, args[2])
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			fmt.Fprintln(out, admin.Summary(h))
+		}
+	case verb == "hold show", verb == "hold approve", verb == "hold reject":
+		if len(args) != 3 {
+			return usageErr("%s ID", verb)
+		}
+		id, err := strconv.ParseInt(args[2], 10, 64)
+		if err != nil || id <= 0 {
+			return fmt.Errorf("hold id %q is not a number", args[2])
+		}
+		switch args[1] {
+		case "show":
+			hp, err := site.ShowHold(ctx, id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "id: %d\nlist: %s\nsender: %s\nreason: %s\nheld: %s\nstate: %s\n\n",
+				hp.ID, hp.List, hp.Sender, hp.Reason, hp.CreatedAt.UTC().Format("2006-01-02 15:04:05 MST"), hp.State)
+			if hp.Plaintext != nil {
+				fmt.Fprintln(out, "decrypted content:")
+				out.Write(hp.Plaintext)
+			} else {
+				out.Write(hp.Raw)
+			}
+		case "approve":
+			if err := site.ApproveHold(ctx, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "held post %d approved and delivered\n", id)
+		case "reject":
+			if err := site.RejectHold(ctx, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "held post %d rejected\n", id)
+		}
+	default:
+		return usageErr("unknown command %q", strings.Join(args, " "))
+	}
+	return nil
+}
+
+// parseArgs splits args into positionals and --name VALUE / --name=VALUE
+// flags (flags may come after positionals, as the documented verbs write
+// them). Unknown flags are an error.
+func parseArgs(args []string, names ...string) ([]string, map[string]string, error) {
+	known := map[string]bool{}
+	for _, n := range names {
+		known[n] = true
+	}
+	var pos []string
+	flags := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			pos = append(pos, a)
+			continue
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !known[name] {
+			return nil, nil, fmt.Errorf("unknown flag %s", a)
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return nil, nil, fmt.Errorf("flag %s needs a value", a)
+			}
+			i++
+			val = args[i]
+		}
+		flags[name] = val
+	}
+	return pos, flags, nil
+}
+
+func readKeyFile(path string) ([]byte, error) {
+	var r io.Reader
+	if path == "-" {
+		r = os.Stdin
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("key file: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	// Read one byte more than any acceptable key so the size limit in
+	// keyring reports it, without reading an unbounded file.
+	data, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	return data, nil
+}

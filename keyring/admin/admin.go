@@ -1,0 +1,308 @@
+// Package admin carries out the admin CLI's verbs (listcrypt init, list,
+// member, hold, policy) on the site's state: the store, the list keys and
+// the policy files. cmd/listcrypt only parses flags and prints.
+package admin
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/inbound"
+	"github.com/listcrypt/listcrypt/milter/reinject"
+	"github.com/listcrypt/listcrypt/policy"
+	"github.com/listcrypt/listcrypt/policy/config"
+)
+
+// Site is an opened site: config, store and passphrase.
+type Site struct {
+	Config *config.Config
+	Store  *store.Store
+	Now    func() time.Time
+}
+
+// Open opens the store of cfg (it must have been initialised).
+func Open(ctx context.Context, cfg *config.Config) (*Site, error) {
+	st, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	return &Site{Config: cfg, Store: st, Now: time.Now}, nil
+}
+
+// Close closes the store.
+func (s *Site) Close() error { return s.Store.Close() }
+
+// Init creates the state folder, the schema (or migrates it) and, if
+// missing, the passphrase file (0600). It reports what it created.
+func Init(ctx context.Context, cfg *config.Config) (created []string, err error) {
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if engine, path, _ := config.SplitDatabase(cfg.Database); engine == "sqlite" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, fmt.Errorf("database dir: %w", err)
+		}
+	}
+	if err := os.MkdirAll(cfg.PolicyDir, 0o755); err != nil {
+		return nil, fmt.Errorf("policy dir: %w", err)
+	}
+	st, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return nil, err
+	}
+	created = append(created, "schema "+st.Engine())
+	if err := os.MkdirAll(filepath.Dir(cfg.PassphraseFile), 0o750); err != nil {
+		return nil, fmt.Errorf("passphrase dir: %w", err)
+	}
+	made, err := keyring.CreatePassphraseFile(cfg.PassphraseFile, rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if made {
+		created = append(created, "passphrase "+cfg.PassphraseFile)
+	}
+	return created, nil
+}
+
+// CreateList writes the list's policy file if missing and generates the
+// list key; the secret key is stored sealed by the site passphrase.
+func (s *Site) CreateList(ctx context.Context, address, owner string, kt keyring.KeyType) (fingerprint string, err error) {
+	addr := policy.NormalizeAddress(address)
+	if !policy.ValidAddress(addr) {
+		return "", fmt.Errorf("list address %q is not an email address", address)
+	}
+	if owner != "" {
+		owner = policy.NormalizeAddress(owner)
+		if !policy.ValidAddress(owner) {
+			return "", fmt.Errorf("owner %q is not an email address", owner)
+		}
+	}
+	if _, err := s.Store.GetList(ctx, addr); err == nil {
+		return "", fmt.Errorf("list %s exists already", addr)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return "", err
+	}
+	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
+	if err != nil {
+		return "", err
+	}
+	// The policy file first: an existing one (written by the owner) is kept.
+	pfile := filepath.Join(s.Config.PolicyDir, addr+".toml")
+	if _, err := os.Stat(pfile); errors.Is(err, os.ErrNotExist) {
+		if err := keyring.WriteFileAtomic(pfile, []byte(policy.Template(addr, owner)), 0o644); err != nil {
+			return "", fmt.Errorf("write policy %s: %w", pfile, err)
+		}
+	} else if err != nil {
+		return "", err
+	}
+	if set, err := policy.LoadDir(s.Config.PolicyDir); err != nil {
+		return "", fmt.Errorf("policy files: %w", err)
+	} else if set.Lookup(addr) == nil {
+		return "", fmt.Errorf("%s does not define list %s", pfile, addr)
+	}
+	e, err := keyring.GenerateListKey(addr, kt, s.Now(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	sealed, err := keyring.SealSecretKey(e, pass)
+	if err != nil {
+		return "", err
+	}
+	fpr := keyring.Fingerprint(e)
+	err = s.Store.CreateList(ctx, store.List{Address: addr, KeyFingerprint: fpr,
+		PublicKey: keyring.PublicKeyBytes(e), SecretKey: sealed, CreatedAt: s.Now().UTC()})
+	if err != nil {
+		return "", err
+	}
+	return fpr, nil
+}
+
+// ExportListKey returns the list's armored public key.
+func (s *Site) ExportListKey(ctx context.Context, address string) (string, error) {
+	l, err := s.list(ctx, address)
+	if err != nil {
+		return "", err
+	}
+	e, err := keyring.ParseStoredKey(l.PublicKey, s.Config.KeyLimits())
+	if err != nil {
+		return "", fmt.Errorf("list key of %s: %w", l.Address, err)
+	}
+	return keyring.ArmorPublicKey(e)
+}
+
+func (s *Site) list(ctx context.Context, address string) (store.List, error) {
+	addr := policy.NormalizeAddress(address)
+	l, err := s.Store.GetList(ctx, addr)
+	if errors.Is(err, store.ErrNotFound) {
+		return l, fmt.Errorf("no list %s (create it with: listcrypt list create %s)", addr, addr)
+	}
+	return l, err
+}
+
+// AddMember registers address on the list with the key in keyData (admin
+// path: no challenge). The key is checked (limits, strength, encryption
+// subkey, user ID for the address) and stored stripped of everything but
+// the member's own user ID and self-signatures.
+func (s *Site) AddMember(ctx context.Context, list, address string, keyData []byte) (fingerprint string, err error) {
+	l, err := s.list(ctx, list)
+	if err != nil {
+		return "", err
+	}
+	addr := policy.NormalizeAddress(address)
+	if !policy.ValidAddress(addr) {
+		return "", fmt.Errorf("member address %q is not an email address", address)
+	}
+	mk, err := keyring.ParseMemberKey(keyData, s.Config.KeyLimits(), s.Now())
+	if err != nil {
+		return "", fmt.Errorf("key for %s: %w", addr, err)
+	}
+	if err := mk.OnlyAddress(addr); err != nil {
+		return "", fmt.Errorf("key for %s: %w", addr, err)
+	}
+	now := s.Now().UTC()
+	err = s.Store.PutMember(ctx, store.Member{List: l.Address, Address: addr, State: "active",
+		Fingerprint: mk.Fingerprint, PublicKey: mk.Binary, KeyIDs: mk.KeyIDs, CreatedAt: now, UpdatedAt: now})
+	if err != nil {
+		return "", err
+	}
+	return mk.Fingerprint, nil
+}
+
+// Members returns the list's members.
+func (s *Site) Members(ctx context.Context, list string) ([]store.Member, error) {
+	l, err := s.list(ctx, list)
+	if err != nil {
+		return nil, err
+	}
+	return s.Store.Members(ctx, l.Address)
+}
+
+// RemoveMember removes address from the list.
+func (s *Site) RemoveMember(ctx context.Context, list, address string) error {
+	l, err := s.list(ctx, list)
+	if err != nil {
+		return err
+	}
+	addr := policy.NormalizeAddress(address)
+	if err := s.Store.RemoveMember(ctx, l.Address, addr); errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%s is not a member of %s", addr, l.Address)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// Holds returns the list's held posts.
+func (s *Site) Holds(ctx context.Context, list string) ([]store.Hold, error) {
+	l, err := s.list(ctx, list)
+	if err != nil {
+		return nil, err
+	}
+	return s.Store.Holds(ctx, l.Address)
+}
+
+// HeldPost is a held post opened for a moderator's eyes (in memory only).
+type HeldPost struct {
+	store.Hold
+	// Raw is the message as the sender sent it.
+	Raw []byte
+	// Plaintext is the decrypted content when the post was encrypted.
+	Plaintext []byte
+}
+
+// ShowHold opens held post id with the list key.
+func (s *Site) ShowHold(ctx context.Context, id int64) (*HeldPost, error) {
+	h, err := s.Store.GetHold(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("no held post %d", id)
+	} else if err != nil {
+		return nil, err
+	}
+	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
+	if err != nil {
+		return nil, err
+	}
+	cache := keyring.NewCache(s.Store, pass, s.Config.KeyLimits())
+	key, err := cache.ListKey(ctx, h.List)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := keyring.DecryptWith(h.Message, key, s.Config.Limits.MaxMessageSize.Bytes, s.Config.KeyLimits())
+	if err != nil {
+		return nil, fmt.Errorf("open held post %d: %w", id, err)
+	}
+	hp := &HeldPost{Hold: h, Raw: raw}
+	if res, err := inbound.Examine(inbound.Input{Message: raw, ListKey: key, Now: s.Now(), Limits: s.inboundLimits()}); err == nil && res.Encrypted {
+		hp.Plaintext = res.Plaintext
+	}
+	return hp, nil
+}
+
+func (s *Site) inboundLimits() inbound.Limits {
+	l := s.Config.Limits
+	return inbound.Limits{MaxMIMEDepth: l.MaxMIMEDepth, MaxMIMEParts: l.MaxMIMEParts,
+		MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: s.Config.KeyLimits()}
+}
+
+// ApproveHold delivers held post id to the list through the reinjection
+// listener and marks it approved. The state moves first (compare-and-set,
+// so two moderators cannot both deliver it) and moves back if the
+// submission fails.
+func (s *Site) ApproveHold(ctx context.Context, id int64) error {
+	hp, err := s.ShowHold(ctx, id)
+	if err != nil {
+		return err
+	}
+	if hp.State != "held" {
+		return fmt.Errorf("held post %d is already %s", id, hp.State)
+	}
+	if err := s.Store.SetHoldState(ctx, id, "held", "approved"); err != nil {
+		return fmt.Errorf("approve held post %d: %w", id, err)
+	}
+	err = reinject.Send(ctx, s.Config.Reinject.Address, hp.Sender, hp.Recipients, hp.Raw)
+	if err != nil {
+		if rerr := s.Store.SetHoldState(ctx, id, "approved", "held"); rerr != nil {
+			return fmt.Errorf("deliver held post %d: %w (and it could not be put back: %v)", id, err, rerr)
+		}
+		return fmt.Errorf("deliver held post %d: %w", id, err)
+	}
+	return nil
+}
+
+// RejectHold drops held post id.
+func (s *Site) RejectHold(ctx context.Context, id int64) error {
+	if err := s.Store.SetHoldState(ctx, id, "held", "rejected"); errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no held post %d", id)
+	} else if err != nil {
+		return fmt.Errorf("reject held post %d: %w", id, err)
+	}
+	return nil
+}
+
+// CheckPolicies validates every policy file and checks that each list
+// exists in the store when a store is given.
+func CheckPolicies(dir string) (*policy.Set, error) {
+	set, err := policy.LoadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return set, nil
+}
+
+// Summary is a one-line description of a held post.
+func Summary(h store.Hold) string {
+	return fmt.Sprintf("%d\t%s\t%s\t%s\t%s", h.ID, h.CreatedAt.UTC().Format(time.RFC3339), h.Sender, h.Reason, strings.Join(h.Recipients, ","))
+}
+

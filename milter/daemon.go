@@ -1,0 +1,163 @@
+package milter
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/policy"
+	"github.com/listcrypt/listcrypt/policy/config"
+)
+
+// Daemon is a running listcrypt-milter: config, store, keys, server.
+type Daemon struct {
+	cfg    *config.Config
+	st     *store.Store
+	srv    *Server
+	ln     net.Listener
+	log    *slog.Logger
+	closed chan struct{}
+}
+
+// Start opens everything cfg names and listens on milter.listen. Errors
+// name what failed; nothing listens unless everything is in order.
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	pass, err := keyring.LoadPassphrase(cfg.PassphraseFile)
+	if err != nil {
+		return nil, err
+	}
+	set, err := policy.LoadDir(cfg.PolicyDir)
+	if err != nil {
+		return nil, fmt.Errorf("policy files: %w", err)
+	}
+	st, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.CheckSchema(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	for _, addr := range set.Addresses() {
+		if _, err := st.GetList(ctx, addr); err != nil {
+			log.Warn("list has a policy file but no key; its posts are tempfailed until \"listcrypt list create\"", "list", addr, "err", err)
+		}
+	}
+	ln, err := listen(cfg)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, st: st, ln: ln, log: log, closed: make(chan struct{})}
+	d.srv = NewServer(Options{Store: st, Keys: keyring.NewCache(st, pass, cfg.KeyLimits()), Config: cfg, Log: log}, set)
+	log.Info("listening", "listen", cfg.Milter.Listen, "lists", len(set.Lists), "database", st.Engine())
+	return d, nil
+}
+
+// Addr is the address the milter listens on.
+func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
+
+// Serve serves until Shutdown; it also prunes the replay table hourly.
+func (d *Daemon) Serve() error {
+	go d.pruneLoop()
+	return d.srv.Serve(d.ln)
+}
+
+// Reload re-reads the policy files. On any error the last good policies
+// stay and the error says why.
+func (d *Daemon) Reload() error {
+	set, err := policy.LoadDir(d.cfg.PolicyDir)
+	if err != nil {
+		d.log.Error("reload refused; keeping the last good policies", "err", err)
+		return err
+	}
+	d.srv.SetPolicies(set)
+	d.log.Info("policies reloaded", "lists", len(set.Lists))
+	return nil
+}
+
+// Shutdown stops accepting and drains sessions until ctx ends.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	close(d.closed)
+	err := d.srv.Shutdown(ctx)
+	if network, path, _ := config.ParseListen(d.cfg.Milter.Listen); network == "unix" {
+		os.Remove(path)
+	}
+	if cerr := d.st.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// pruneLoop drops replay digests older than the longest replay window
+// (plus clock skew): such signatures are refused as too old anyway.
+func (d *Daemon) pruneLoop() {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		window := 30 * 24 * time.Hour
+		for _, p := range d.srv.Policies().Lists {
+			if w := p.Post.ReplayWindow.D + p.Post.ClockSkew.D; w > window {
+				window = w
+			}
+		}
+		n, err := d.st.PruneReplay(context.Background(), time.Now().Add(-window-time.Hour))
+		if err != nil {
+			d.log.Error("prune replay table", "err", err)
+		} else if n > 0 {
+			d.log.Info("pruned replay table", "rows", n)
+		}
+		select {
+		case <-d.closed:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// listen opens the milter socket. A unix socket's folder is created, a
+// stale socket removed, and the mode set so smtpd (user postfix) can
+// connect.
+func listen(cfg *config.Config) (net.Listener, error) {
+	network, addr, err := config.ParseListen(cfg.Milter.Listen)
+	if err != nil {
+		return nil, err
+	}
+	if network != "unix" {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", cfg.Milter.Listen, err)
+		}
+		return ln, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(addr), 0o755); err != nil {
+		return nil, fmt.Errorf("socket folder: %w", err)
+	}
+	if fi, err := os.Lstat(addr); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen %s: %s exists and is not a socket", cfg.Milter.Listen, addr)
+		}
+		if c, err := net.Dial("unix", addr); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen %s: another milter is serving this socket", cfg.Milter.Listen)
+		}
+		os.Remove(addr)
+	}
+	ln, err := net.Listen("unix", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Milter.Listen, err)
+	}
+	mode, _ := strconv.ParseUint(cfg.Milter.SocketMode, 8, 32)
+	if err := os.Chmod(addr, os.FileMode(mode)); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket mode: %w", err)
+	}
+	return ln, nil
+}

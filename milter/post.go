@@ -1,0 +1,330 @@
+package milter
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/mail"
+	"strings"
+	"time"
+
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/inbound"
+	"github.com/listcrypt/listcrypt/policy"
+)
+
+// postTimeout bounds the work on one post (store queries, crypto).
+const postTimeout = 2 * time.Minute
+
+// outcome is the result of one list's decision on a post.
+type outcome struct {
+	list     *policy.Policy
+	decision policy.Decision
+	postID   []byte // set when the post's digests went into the replay table
+	err      error  // internal failure: tempfail
+}
+
+// endOfMessage decides the post for every list it addresses and carries
+// out the decisions. It never answers accept on an internal failure: any
+// error is a tempfail, so the sender's MTA retries and nothing is lost.
+func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Response {
+	ctx, cancel := context.WithTimeout(context.Background(), postTimeout)
+	defer cancel()
+	msg := make([]byte, 0, s.header.Len()+2+s.body.Len())
+	msg = append(msg, s.header.Bytes()...)
+	msg = append(msg, "\r\n"...)
+	msg = append(msg, s.body.Bytes()...)
+
+	outs := make([]outcome, 0, len(s.lists))
+	for _, p := range s.lists {
+		start := time.Now()
+		d, info, err := srv.decide(ctx, p, msg)
+		o := outcome{list: p, decision: d, postID: info.postID, err: err}
+		if err == nil && d.Action == policy.Hold {
+			info.holdID, o.err = srv.hold(ctx, s, p, msg, d)
+		}
+		srv.logDecision(s, p, info, o, time.Since(start))
+		outs = append(outs, o)
+	}
+	resp, taken := srv.answer(s, m, outs)
+	if !taken {
+		return resp
+	}
+	// The post is done for every list that took it: from now on the same
+	// signature or ciphertext is a replay, not a retry.
+	for _, o := range outs {
+		if o.postID == nil || (o.decision.Action != policy.Accept && o.decision.Action != policy.Hold) {
+			continue
+		}
+		if err := srv.opts.Store.MarkPostComplete(ctx, o.list.Address, o.postID, srv.opts.Now()); err != nil {
+			srv.opts.Log.Error("mark post complete", "list", o.list.Address, "queue_id", s.queueID, "err", err)
+			return s.refuse(451, "4.3.0", "temporary failure processing the list post; please try again later")
+		}
+	}
+	return resp
+}
+
+// answer turns the per-list outcomes into the one reply the transaction
+// gets: any internal error tempfails it; any reject refuses it with that
+// list's reason; lists that hold or discard the post are removed from the
+// recipients; when no recipient is left, the message is discarded. taken
+// reports that the transaction is accepted or discarded (not refused).
+func (srv *Server) answer(s *session, m *gomilter.Modifier, outs []outcome) (resp gomilter.Response, taken bool) {
+	tempfail := s.refuse(451, "4.3.0", "temporary failure processing the list post; please try again later")
+	for _, o := range outs {
+		if o.err != nil || o.decision.Action == policy.TempFail {
+			return tempfail, false
+		}
+	}
+	for _, o := range outs {
+		if o.decision.Action == policy.Reject {
+			return s.refuse(o.decision.Code, o.decision.Enhanced, o.decision.Text), false
+		}
+	}
+	kept := len(s.others)
+	for _, o := range outs {
+		switch o.decision.Action {
+		case policy.Hold, policy.Discard:
+			if err := m.DeleteRecipient(s.rcptOf[o.list.Address]); err != nil {
+				srv.opts.Log.Error("delete recipient", "queue_id", s.queueID, "list", o.list.Address, "err", err)
+				return tempfail, false
+			}
+		default:
+			kept++
+		}
+	}
+	if kept == 0 {
+		return gomilter.RespDiscard, true
+	}
+	return gomilter.RespAccept, true
+}
+
+// postInfo is what the log line says about a post.
+type postInfo struct {
+	messageID string
+	from      string
+	signer    string
+	kind      string
+	problems  []error
+	postID    []byte
+	holdID    int64
+}
+
+// decide examines msg for list p and maps the findings through p's
+// policy. This is where a post is decided.
+func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (policy.Decision, postInfo, error) {
+	now := srv.opts.Now()
+	var info postInfo
+	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
+	if err != nil {
+		return problemDecision(malformed("the message header cannot be parsed")), info, nil
+	}
+	info.messageID = hdr.Header.Get("Message-Id")
+	from, err := mail.ParseAddressList(hdr.Header.Get("From"))
+	if err != nil || len(from) != 1 {
+		return problemDecision(malformed("the message needs exactly one From address")), info, nil
+	}
+	info.from = policy.NormalizeAddress(from[0].Address)
+
+	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
+	if err != nil {
+		return policy.Decision{}, info, err
+	}
+	members, err := srv.opts.Keys.Members(ctx, p.Address)
+	if err != nil {
+		return policy.Decision{}, info, err
+	}
+	lim := srv.opts.Config.Limits
+	res, err := inbound.Examine(inbound.Input{
+		Message: msg,
+		ListKey: listKey,
+		Signers: members.Ring,
+		Now:     now,
+		Limits: inbound.Limits{
+			MaxMIMEDepth:   lim.MaxMIMEDepth,
+			MaxMIMEParts:   lim.MaxMIMEParts,
+			MaxHeaderBytes: int(lim.MaxHeaderSize.Bytes),
+			Limits:         srv.opts.Config.KeyLimits(),
+		},
+	})
+	if err != nil {
+		return policy.Decision{}, info, fmt.Errorf("examine post: %w", err)
+	}
+	info.kind = res.Kind.String()
+	info.problems = res.Problems
+
+	f := policy.Findings{Encrypted: res.Encrypted && res.Integrity, SigTime: res.SigTime}
+	_, f.FromMember = members.Active[info.from]
+	if len(res.Problems) > 0 {
+		f.Problem = problemFor(res.Problems[0], p)
+	}
+	switch res.Sig {
+	case inbound.SigValid:
+		f.Signature = policy.SignedValid
+		info.signer = res.SignerFingerprint
+		for _, a := range members.Ring.AddressesOf(res.SignerFingerprint) {
+			if a == info.from && members.Active[a] == res.SignerFingerprint {
+				f.SignerBoundToFrom = true
+			}
+		}
+	case inbound.SigBad:
+		f.Signature = policy.SignedBad
+	case inbound.SigUnknownKey:
+		f.Signature = policy.SignedUnknown
+	}
+	d := p.Decide(f, now)
+	if d.Action != policy.Accept && d.Action != policy.Hold {
+		return d, info, nil
+	}
+	// The post passes (or waits for a moderator): its digests go into the
+	// replay table now, settled by the database across hosts. A retry of
+	// the same transaction carries the same post id and is not a replay.
+	digests := append([][]byte{}, res.SigDigests...)
+	if res.CiphertextDigest != nil {
+		digests = append(digests, res.CiphertextDigest)
+	}
+	if len(digests) == 0 {
+		return d, info, nil
+	}
+	id := postID(hdr, msg)
+	replayOf, err := srv.opts.Store.RecordPost(ctx, p.Address, id, digests, now)
+	if err != nil {
+		return policy.Decision{}, info, fmt.Errorf("replay table: %w", err)
+	}
+	if replayOf == nil {
+		// Same post id: a retry of a transaction that did not finish
+		// resumes; a post that was completed once is a replay.
+		done, err := srv.opts.Store.PostComplete(ctx, p.Address, id)
+		if err != nil {
+			return policy.Decision{}, info, fmt.Errorf("replay table: %w", err)
+		}
+		f.Replay = done
+	} else {
+		f.Replay = true
+	}
+	if f.Replay {
+		return p.Decide(f, now), info, nil
+	}
+	info.postID = id
+	return d, info, nil
+}
+
+// PostID returns the id of the post msg (see postID).
+func PostID(msg []byte) ([]byte, error) {
+	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
+	if err != nil {
+		return nil, err
+	}
+	return postID(hdr, msg), nil
+}
+
+// postID identifies a post by what the sender sent: its Message-ID and
+// body, not the headers our own MTA adds (a retried transaction gets a new
+// Received: line and queue id but is the same post).
+func postID(hdr *mail.Message, msg []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(strings.TrimSpace(hdr.Header.Get("Message-Id"))))
+	h.Write([]byte{0})
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		h.Write(msg[i+4:])
+	}
+	return h.Sum(nil)
+}
+
+// hold stores the post for a moderator, encrypted to the list key: never
+// in clear, whatever the sender sent.
+func (srv *Server) hold(ctx context.Context, s *session, p *policy.Policy, msg []byte, d policy.Decision) (int64, error) {
+	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
+	if err != nil {
+		return 0, err
+	}
+	sealed, err := keyring.EncryptTo(msg, []*openpgp.Entity{listKey}, srv.opts.Config.KeyLimits(), srv.opts.Now)
+	if err != nil {
+		return 0, fmt.Errorf("seal held post: %w", err)
+	}
+	id, err := srv.opts.Store.AddHold(ctx, store.Hold{
+		List: p.Address, Sender: s.from, Recipients: []string{p.Address},
+		Reason: d.Reason, Message: sealed, State: "held", CreatedAt: srv.opts.Now().UTC(),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store held post: %w", err)
+	}
+	return id, nil
+}
+
+// problemFor maps an inbound problem to the refusal the sender reads.
+func problemFor(err error, p *policy.Policy) *policy.Problem {
+	var lim *inbound.LimitError
+	switch {
+	case errors.As(err, &lim):
+		if lim.What == "decompressed-size" {
+			return &policy.Problem{Code: 552, Enhanced: "5.3.4", Reason: "limit-" + lim.What,
+				Text: fmt.Sprintf("the post's compressed data expands beyond %d bytes", lim.Limit)}
+		}
+		return &policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "limit-" + lim.What,
+			Text: fmt.Sprintf("the post exceeds the %s limit (%d)", lim.What, lim.Limit)}
+	case errors.Is(err, inbound.ErrMixed):
+		return &policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "mixed-parts",
+			Text: "the post mixes encrypted and plain parts; send the whole post encrypted to the list key"}
+	case errors.Is(err, inbound.ErrNoIntegrity):
+		return &policy.Problem{Code: 554, Enhanced: "5.7.5", Reason: "no-integrity",
+			Text: "the post's encryption has no integrity protection (MDC/AEAD); use a current OpenPGP program"}
+	case errors.Is(err, inbound.ErrTampered):
+		return &policy.Problem{Code: 554, Enhanced: "5.7.5", Reason: "tampered",
+			Text: "the post's encrypted data fails its integrity check; the message was altered in transit"}
+	case errors.Is(err, inbound.ErrNotForList):
+		return &policy.Problem{Code: 550, Enhanced: "5.7.5", Reason: "not-for-list-key",
+			Text: fmt.Sprintf("the post is not encrypted to the list key of %s; send \"key get\" to %s for the list key", p.Address, p.RequestAddress())}
+	}
+	return &policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "malformed",
+		Text: "the post's MIME or OpenPGP structure cannot be read: " + sanitizeReply(shorten(err.Error(), 120))}
+}
+
+func malformed(text string) *policy.Problem {
+	return &policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "malformed", Text: text}
+}
+
+func problemDecision(p *policy.Problem) policy.Decision {
+	return policy.Decision{Action: policy.Reject, Code: p.Code, Enhanced: p.Enhanced, Text: p.Text, Reason: p.Reason}
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// logDecision writes the one line per decision.
+func (srv *Server) logDecision(s *session, p *policy.Policy, info postInfo, o outcome, took time.Duration) {
+	action, level := string(o.decision.Action), slog.LevelInfo
+	if o.err != nil {
+		action, level = string(policy.TempFail), slog.LevelError
+	}
+	attrs := []any{
+		"list", p.Address, "queue_id", s.queueID, "message_id", info.messageID,
+		"from", info.from, "kind", info.kind,
+		"action", action, "reason", o.decision.Reason,
+		"duration_ms", float64(took.Microseconds()) / 1000,
+	}
+	if info.signer != "" {
+		attrs = append(attrs, "signer", info.signer)
+	}
+	if info.holdID != 0 {
+		attrs = append(attrs, "hold_id", info.holdID)
+	}
+	for _, pr := range info.problems {
+		attrs = append(attrs, "problem", pr.Error())
+	}
+	if o.err != nil {
+		attrs = append(attrs, "err", o.err.Error())
+	}
+	srv.opts.Log.Log(context.Background(), level, "post", attrs...)
+}

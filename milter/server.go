@@ -1,0 +1,171 @@
+// Package milter is listcrypt's MTA-facing pipeline: it speaks the milter
+// protocol (go-milter) with Postfix or Sendmail, marks transactions that
+// address a list, and at end-of-message runs a post through the inbound
+// examination (milter/inbound), the replay table and the list policy
+// (post.go: where a post is decided), then carries out the decision.
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/policy"
+	"github.com/listcrypt/listcrypt/policy/config"
+)
+
+// Options wire a Server.
+type Options struct {
+	Store  *store.Store
+	Keys   *keyring.Cache
+	Config *config.Config
+	Log    *slog.Logger
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Server serves milter connections. Policies can be swapped at any time
+// (SIGHUP): each transaction uses the set current at its RCPT TO.
+type Server struct {
+	opts     Options
+	policies atomic.Pointer[policy.Set]
+	mil      *gomilter.Server
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+	closed bool
+}
+
+// Actions the milter may perform; Sendmail drops a milter that asks for
+// more than it uses (LIBRARY-NOTES), so this is exactly what we use.
+const actions = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptRemoveRcpt | gomilter.OptAddRcpt |
+	gomilter.OptChangeBody | gomilter.OptChangeFrom
+
+// NewServer returns a server for the given policies.
+func NewServer(opts Options, policies *policy.Set) *Server {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	s := &Server{opts: opts, conns: map[net.Conn]struct{}{}}
+	s.policies.Store(policies)
+	s.mil = &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return &session{srv: s} },
+		Actions:   actions,
+		// No no-reply flags: every callback answers (LIBRARY-NOTES).
+		Protocol: gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoUnknown | gomilter.OptNoData,
+	}
+	return s
+}
+
+// SetPolicies swaps in a new, fully validated policy set.
+func (s *Server) SetPolicies(p *policy.Set) { s.policies.Store(p) }
+
+// Policies returns the current policy set.
+func (s *Server) Policies() *policy.Set { return s.policies.Load() }
+
+// Serve accepts MTA connections on ln until Shutdown. Each connection gets
+// a read deadline of config milter.timeout, and at most
+// milter.max_connections are served at once.
+func (s *Server) Serve(ln net.Listener) error {
+	lim := &limitListener{Listener: ln, srv: s, slots: make(chan struct{}, s.opts.Config.Milter.MaxConnections)}
+	err := s.mil.Serve(lim)
+	if errors.Is(err, gomilter.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, waits for running sessions until ctx ends,
+// then closes the rest (the MTA applies milter_default_action =
+// tempfail to those, so nothing is lost).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	err := s.mil.Close()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	return err
+}
+
+// limitListener bounds concurrent connections and tracks them for drain.
+type limitListener struct {
+	net.Listener
+	srv   *Server
+	slots chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	l.slots <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	s := l.srv
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		<-l.slots
+		return nil, fmt.Errorf("milter: server closed")
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	return &trackedConn{Conn: c, l: l, timeout: s.opts.Config.Milter.Timeout.D}, nil
+}
+
+// trackedConn refreshes the read deadline before every read: an MTA that
+// stays silent longer than the timeout is dropped.
+type trackedConn struct {
+	net.Conn
+	l       *limitListener
+	timeout time.Duration
+	once    sync.Once
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.timeout > 0 {
+		if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		s := c.l.srv
+		s.mu.Lock()
+		delete(s.conns, c.Conn)
+		s.mu.Unlock()
+		<-c.l.slots
+		s.wg.Done()
+	})
+	return err
+}

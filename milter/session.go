@@ -1,0 +1,145 @@
+package milter
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/textproto"
+	"strings"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/listcrypt/listcrypt/policy"
+)
+
+// session is one MTA connection's current transaction. go-milter makes a
+// new one after every final answer, so fields are per transaction.
+type session struct {
+	srv *Server
+
+	start    time.Time
+	queueID  string
+	from     string
+	policies *policy.Set
+	lists    []*policy.Policy  // list recipients, in RCPT order
+	rcptOf   map[string]string // list address -> RCPT TO as the MTA wrote it
+	others   []string          // non-list recipients
+	header   bytes.Buffer      // the header block, CRLF, as received
+	body     bytes.Buffer
+	maxSize  int64
+	tooBig   bool
+}
+
+func (s *session) reset() {
+	*s = session{srv: s.srv}
+}
+
+// Connect and Helo are masked off in the protocol options.
+func (s *session) Connect(string, string, uint16, net.IP, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (s *session) Helo(string, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
+	s.reset()
+	s.start = time.Now()
+	s.from = from
+	s.policies = s.srv.Policies()
+	return gomilter.RespContinue, nil
+}
+
+// RcptTo marks the transaction when a recipient is a list address.
+func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
+	addr := policy.NormalizeAddress(rcpt)
+	if p := s.policies.Lookup(addr); p != nil {
+		for _, l := range s.lists {
+			if l == p {
+				return gomilter.RespContinue, nil
+			}
+		}
+		s.lists = append(s.lists, p)
+		if s.rcptOf == nil {
+			s.rcptOf = map[string]string{}
+		}
+		s.rcptOf[p.Address] = rcpt
+	} else {
+		s.others = append(s.others, rcpt)
+	}
+	return gomilter.RespContinue, nil
+}
+
+func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
+	if len(s.lists) == 0 {
+		return gomilter.RespContinue, nil
+	}
+	if int64(s.header.Len()+len(name)+len(value)+4) > s.srv.opts.Config.Limits.MaxHeaderSize.Bytes {
+		s.tooBig = true
+		return gomilter.RespContinue, nil
+	}
+	// Postfix sends folded values with bare LF line breaks; the message
+	// is rebuilt with CRLF throughout.
+	value = strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n")
+	fmt.Fprintf(&s.header, "%s: %s\r\n", name, value)
+	return gomilter.RespContinue, nil
+}
+
+// Headers (end of headers): a transaction with no list recipient is
+// accepted here, so ordinary mail costs almost nothing.
+func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
+	if len(s.lists) == 0 {
+		return gomilter.RespAccept, nil
+	}
+	if s.tooBig {
+		return s.refuse(552, "5.3.4", fmt.Sprintf("message header too large (limit %d bytes)", s.srv.opts.Config.Limits.MaxHeaderSize.Bytes)), nil
+	}
+	s.maxSize = s.srv.opts.Config.Limits.MaxMessageSize.Bytes
+	for _, p := range s.lists {
+		if p.Post.MaxSize.Bytes < s.maxSize {
+			s.maxSize = p.Post.MaxSize.Bytes
+		}
+	}
+	return gomilter.RespContinue, nil
+}
+
+// BodyChunk buffers the body up to the smallest size limit of the lists
+// addressed; past it the post is refused with 552 during DATA.
+func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
+	if int64(s.header.Len()+s.body.Len()+len(chunk)) > s.maxSize {
+		return s.refuse(552, "5.3.4", fmt.Sprintf("message too big for the list (limit %d bytes)", s.maxSize)), nil
+	}
+	s.body.Write(chunk)
+	return gomilter.RespContinue, nil
+}
+
+// Body is end-of-message: the post is decided and the decision carried out.
+func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
+	s.queueID = m.Macros["i"]
+	return s.srv.endOfMessage(s, m), nil
+}
+
+func (s *session) Abort(m *gomilter.Modifier) error {
+	s.reset()
+	return nil
+}
+
+// refuse answers with an SMTP reply of our own text. A reply-code
+// response ('y') refuses the transaction with that exact text.
+func (s *session) refuse(code int, enhanced, text string) gomilter.Response {
+	return gomilter.NewResponseStr('y', fmt.Sprintf("%d %s %s", code, enhanced, sanitizeReply(text)))
+}
+
+// sanitizeReply keeps a reply on one line of printable ASCII.
+func sanitizeReply(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r > 0x7e {
+			r = ' '
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
