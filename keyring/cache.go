@@ -22,9 +22,9 @@ type Cache struct {
 	limits     Limits
 
 	mu      sync.Mutex
-	listKey map[string]*openedKey  // list address -> opened list key
-	members map[string]*MemberSet  // list address -> members at a version
-	parsed  map[string]*parsedKey  // fingerprint -> parsed member key
+	listKey map[string]*openedKey // list address -> opened list key
+	members map[string]*MemberSet // list address -> members at a version
+	parsed  map[string]*parsedKey // fingerprint -> parsed member key
 }
 
 type openedKey struct {

@@ -387,4 +387,3 @@ func TestReloadKeepsLastGoodPolicy(t *testing.T) {
 		t.Fatalf("after reload: %+v", r.action)
 	}
 }
-

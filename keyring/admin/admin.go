@@ -305,4 +305,3 @@ func CheckPolicies(dir string) (*policy.Set, error) {
 func Summary(h store.Hold) string {
 	return fmt.Sprintf("%d\t%s\t%s\t%s\t%s", h.ID, h.CreatedAt.UTC().Format(time.RFC3339), h.Sender, h.Reason, strings.Join(h.Recipients, ","))
 }
-
