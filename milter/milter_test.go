@@ -105,13 +105,20 @@ func (r result) deleted() []string {
 // send runs one transaction: MAIL, RCPTs, headers, body in 64 KiB chunks,
 // end of message (with the queue id macro, as Postfix sends it).
 func (m *mta) send(from string, rcpts []string, msg []byte) result {
-	t := m.t
-	t.Helper()
+	m.t.Helper()
 	s, err := m.client.Session()
 	if err != nil {
-		t.Fatal(err)
+		m.t.Fatal(err)
 	}
 	defer s.Close()
+	return m.sendOn(s, from, rcpts, msg)
+}
+
+// sendOn runs one transaction on an open session (one MTA connection),
+// which Postfix reuses for every message of an SMTP connection.
+func (m *mta) sendOn(s *gomilter.ClientSession, from string, rcpts []string, msg []byte) result {
+	t := m.t
+	t.Helper()
 	final := func(stage string, a *gomilter.Action, err error) (result, bool) {
 		if err != nil {
 			t.Fatalf("%s: %v", stage, err)

@@ -1,0 +1,315 @@
+// Package outbound is where a post is encrypted for the members of a list
+// (DESIGN.md step 4): the post is signed once by the list key and
+// encrypted once under a fresh session key; each batch of recipients then
+// gets only its own public-key packets (PKESK) in front of the shared
+// encrypted data. The result is PGP/MIME (RFC 3156 §4, combined
+// sign+encrypt as in §6.2) with protected headers inside the encryption
+// (RFC 9788) and the list headers outside (RFC 2369, 2919, 8058).
+//
+// It is pure: bytes and keys in, messages out. No store, no network, no
+// logging, no clock other than Params.Now. The plaintext lives only in
+// memory.
+//
+// Cost: one signature, one symmetric encryption per data-packet variant
+// actually needed (SEIPDv1 with MDC always for legacy keys; SEIPDv2
+// AEAD-GCM only if some batch consists only of keys that advertise it),
+// and one PKESK per recipient, spread over Params.Workers goroutines.
+// Every batch shares the armored encrypted data (see armor.go), so a batch
+// costs its key packets, not a re-encoding of the post.
+package outbound
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
+	"github.com/listcrypt/listcrypt/keyring"
+)
+
+// Policy values for Params.Subject and Params.FromMode.
+const (
+	// SubjectKeep puts the real Subject in the outer header too.
+	SubjectKeep = "keep"
+	// FromVia rewrites the outer From to the list address with the
+	// author's name ("Alice via devs" <devs@...>) and sets Reply-To to
+	// the author, so the list's mail passes DMARC for the author's domain.
+	FromVia = "via"
+	// FromKeep leaves the author's From in the outer header.
+	FromKeep = "keep"
+)
+
+// DefaultBatchSize is used when Params.BatchSize is zero.
+const DefaultBatchSize = 50
+
+// Params is the list policy and context for one post.
+type Params struct {
+	// ListAddress is the list's posting address, devs@lists.example.org.
+	ListAddress string
+	// ListName is the list's display name (List-Id phrase, "via" name,
+	// default Subject tag). Default: the local part of ListAddress.
+	ListName string
+	// ListKey signs every post; its secret signing key must be decrypted.
+	ListKey *openpgp.Entity
+	// BounceAddress is the envelope sender of every batch (Batch.EnvelopeFrom).
+	// Default: LOCAL-bounces@DOMAIN.
+	BounceAddress string
+	// BatchSize is the number of recipients per delivered message
+	// (policy distribute.batch_size). Default DefaultBatchSize.
+	BatchSize int
+	// HideRecipients writes wildcard (zero) key IDs in the PKESK packets
+	// (RFC 9580 §5.1.1): a member's client tries its key on every packet
+	// of its batch, and no member learns the others' keys.
+	HideRecipients bool
+	// Subject is the outer Subject. "" gives "[NAME] Encrypted message";
+	// "keep" (SubjectKeep) keeps the real Subject outside too; any other
+	// text is used as is (RFC 2047 encoded if not ASCII). The real Subject
+	// is always inside, among the protected headers.
+	Subject string
+	// FromMode is "via" (FromVia, the default) or "keep" (FromKeep).
+	FromMode string
+	// KeepSenderSignature makes the sender's own signature travel inside
+	// the encryption (Post.SenderSigned or Post.SenderSignature), so
+	// members can verify the author end to end.
+	KeepSenderSignature bool
+	// ListHeaders configures the RFC 2369/2919/8058 header fields.
+	ListHeaders ListHeaders
+	// Now is the clock (signature time, key validity, Date when the post
+	// has none). Default time.Now.
+	Now func() time.Time
+	// Rand is the randomness source (session keys, PKESK ephemeral keys,
+	// MIME boundary, Message-ID). Default crypto/rand.Reader. It is used
+	// from several goroutines under a lock.
+	Rand io.Reader
+	// Limits are the OpenPGP limits (keyring.PacketConfig).
+	Limits keyring.Limits
+	// Workers is the number of goroutines computing PKESK packets.
+	// Default runtime.GOMAXPROCS(0).
+	Workers int
+}
+
+// ListHeaders configures the List-* header fields. The defaults derive
+// from Params.ListAddress LOCAL@DOMAIN.
+type ListHeaders struct {
+	// ID is the List-Id label (RFC 2919). Default LOCAL.DOMAIN.
+	ID string
+	// RequestAddress receives commands (List-Help, List-Subscribe,
+	// List-Unsubscribe as mailto: with ?subject=...). Default
+	// LOCAL-request@DOMAIN.
+	RequestAddress string
+	// UnsubscribeURL is an optional https: one-click unsubscribe URL. When
+	// set, it is listed in List-Unsubscribe and List-Unsubscribe-Post:
+	// List-Unsubscribe=One-Click is added (RFC 8058; receivers honour it
+	// only with a DKIM signature covering both fields, which is the MTA's
+	// job).
+	UnsubscribeURL string
+	// ArchiveURL, when set, is given as List-Archive.
+	ArchiveURL string
+}
+
+// Header holds the original header fields of a post, raw as they appeared
+// (unfolded, RFC 2047 encoded words left encoded). Empty means absent.
+// These are what the member should see: for an encrypted post, the caller
+// passes the outer fields, and Prepare lets the sender's own protected
+// headers (inside Post.Inner) win over them.
+type Header struct {
+	From, ReplyTo, To, Cc, Date, MessageID, InReplyTo, References, Subject string
+}
+
+// Post is one accepted post.
+type Post struct {
+	// Inner is the MIME entity the member should read (header and body;
+	// CRLF, bare LF is converted): for an encrypted post the decrypted
+	// inner entity, for a plain post the message's Content-* fields and
+	// body.
+	Inner []byte
+	// Header is the original post's header (see Header).
+	Header Header
+	// SenderSigned is the sender's original multipart/signed entity (RFC
+	// 3156 §5), used instead of Inner when Params.KeepSenderSignature is
+	// set. Its signed part is not altered.
+	SenderSigned []byte
+	// SenderSignature is the sender's binary OpenPGP signature packet(s)
+	// over Inner exactly (the signature of a signed+encrypted post). With
+	// KeepSenderSignature and no SenderSigned, Inner and this signature
+	// travel as a multipart/signed entity.
+	SenderSignature []byte
+}
+
+// Recipient is one member to deliver to.
+type Recipient struct {
+	Address string
+	Key     *openpgp.Entity
+}
+
+// Field is one outer header field, unfolded.
+type Field struct {
+	Name, Value string
+}
+
+// Prepared is a post signed and ready to be encrypted: the signature is
+// made, the outer header fields are fixed, and the encrypted data packet
+// of each variant is made at most once, when a batch first needs it.
+// A Prepared is safe for concurrent use.
+type Prepared struct {
+	p        Params
+	cfg      *packet.Config
+	rand     io.Reader
+	signed   []byte // the signed OpenPGP message (plaintext: memory only)
+	header   []Field
+	boundary string
+	bodyHead []byte // MIME preamble, version part, data part header, armor header
+	bodyTail []byte // armor footer, closing boundary
+
+	mu       sync.Mutex
+	variants map[suite]*variant
+}
+
+// lockedReader serialises reads of a random source that may not be safe
+// for concurrent use.
+type lockedReader struct {
+	mu sync.Mutex
+	r  io.Reader
+}
+
+func (l *lockedReader) Read(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Read(b)
+}
+
+func (p *Params) withDefaults() error {
+	p.ListAddress = strings.TrimSpace(p.ListAddress)
+	at := strings.LastIndexByte(p.ListAddress, '@')
+	if at <= 0 || at == len(p.ListAddress)-1 || strings.ContainsAny(p.ListAddress, " \t\r\n<>()\"") {
+		return fmt.Errorf("outbound: list address %q is not a plain mail address", p.ListAddress)
+	}
+	local, domain := p.ListAddress[:at], p.ListAddress[at+1:]
+	if p.ListName == "" {
+		p.ListName = local
+	}
+	if p.ListKey == nil {
+		return errors.New("outbound: no list key")
+	}
+	if p.BounceAddress == "" {
+		p.BounceAddress = local + "-bounces@" + domain
+	}
+	if p.BatchSize == 0 {
+		p.BatchSize = DefaultBatchSize
+	}
+	if p.BatchSize < 0 {
+		return fmt.Errorf("outbound: batch size %d is not positive", p.BatchSize)
+	}
+	switch p.FromMode {
+	case "":
+		p.FromMode = FromVia
+	case FromVia, FromKeep:
+	default:
+		return fmt.Errorf("outbound: from mode %q is not %q or %q", p.FromMode, FromVia, FromKeep)
+	}
+	if p.ListHeaders.ID == "" {
+		p.ListHeaders.ID = local + "." + domain
+	}
+	if p.ListHeaders.RequestAddress == "" {
+		p.ListHeaders.RequestAddress = local + "-request@" + domain
+	}
+	if u := p.ListHeaders.UnsubscribeURL; u != "" && !strings.HasPrefix(strings.ToLower(u), "https://") {
+		return fmt.Errorf("outbound: unsubscribe URL %q is not https (RFC 8058 §3.1)", u)
+	}
+	if p.Now == nil {
+		p.Now = time.Now
+	}
+	if p.Workers <= 0 {
+		p.Workers = runtime.GOMAXPROCS(0)
+	}
+	return nil
+}
+
+// Prepare signs the post once with the list key (RFC 3156 §6.2: one
+// OpenPGP message, signed inside the encryption) and fixes the outer
+// header. The encryption happens in Batches.
+func Prepare(post Post, params Params) (*Prepared, error) {
+	if err := params.withDefaults(); err != nil {
+		return nil, err
+	}
+	pr := &Prepared{p: params, variants: map[suite]*variant{}}
+	switch {
+	case params.Rand == nil || params.Rand == rand.Reader:
+		pr.rand = rand.Reader
+	default:
+		pr.rand = &lockedReader{r: params.Rand}
+	}
+	pr.cfg = keyring.PacketConfig(params.Limits, params.Now)
+	pr.cfg.Rand = pr.rand
+
+	now := params.Now()
+	h := post.Header
+	entity := post.Inner
+	if params.KeepSenderSignature {
+		switch {
+		case len(post.SenderSigned) > 0:
+			entity = post.SenderSigned
+		case len(post.SenderSignature) > 0:
+			var err error
+			if entity, err = wrapSigned(toCRLF(post.Inner), post.SenderSignature, pr.rand); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(entity) == 0 {
+		return nil, errors.New("outbound: empty post")
+	}
+	if h.MessageID == "" {
+		id, err := randomToken(pr.rand, 16)
+		if err != nil {
+			return nil, err
+		}
+		h.MessageID = "<" + id + "@" + params.ListAddress[strings.LastIndexByte(params.ListAddress, '@')+1:] + ">"
+	}
+	if h.Date == "" {
+		h.Date = now.Format(time.RFC1123Z)
+	}
+	inner, h, err := protectHeaders(toCRLF(entity), h)
+	if err != nil {
+		return nil, err
+	}
+
+	var signed bytes.Buffer
+	signed.Grow(len(inner) + 1024)
+	w, err := openpgp.SignWithParams(&signed, []*openpgp.Entity{params.ListKey}, &openpgp.SignParams{Config: pr.cfg})
+	if err != nil {
+		return nil, fmt.Errorf("outbound: sign with the list key: %w", err)
+	}
+	if _, err := w.Write(inner); err != nil {
+		return nil, fmt.Errorf("outbound: sign with the list key: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("outbound: sign with the list key: %w", err)
+	}
+	pr.signed = signed.Bytes()
+
+	if pr.boundary, err = randomToken(pr.rand, 18); err != nil {
+		return nil, err
+	}
+	pr.boundary = "lc-" + pr.boundary
+	pr.header = outerHeader(h, &params, pr.boundary)
+	pr.bodyHead, pr.bodyTail = mimeFrame(pr.boundary)
+	return pr, nil
+}
+
+// EnvelopeFrom is the envelope sender (MAIL FROM) for every batch: the
+// list's bounce address.
+func (p *Prepared) EnvelopeFrom() string { return p.p.BounceAddress }
+
+// Header returns the outer header fields every batch carries, in order.
+// The milter sets these on batch 1 and removes every other field of the
+// original message except trace fields (Received, Return-Path).
+func (p *Prepared) Header() []Field { return append([]Field(nil), p.header...) }
