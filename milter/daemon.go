@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/listcrypt/listcrypt/keyring"
@@ -24,6 +25,8 @@ type Daemon struct {
 	ln     net.Listener
 	log    *slog.Logger
 	closed chan struct{}
+	once   sync.Once
+	err    error
 }
 
 // Start opens everything cfg names and listens on milter.listen. Errors
@@ -83,17 +86,20 @@ func (d *Daemon) Reload() error {
 	return nil
 }
 
-// Shutdown stops accepting and drains sessions until ctx ends.
+// Shutdown stops accepting and drains sessions until ctx ends. Calling
+// it again returns the first call's result.
 func (d *Daemon) Shutdown(ctx context.Context) error {
-	close(d.closed)
-	err := d.srv.Shutdown(ctx)
-	if network, path, _ := config.ParseListen(d.cfg.Milter.Listen); network == "unix" {
-		os.Remove(path)
-	}
-	if cerr := d.st.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	d.once.Do(func() {
+		close(d.closed)
+		d.err = d.srv.Shutdown(ctx)
+		if network, path, _ := config.ParseListen(d.cfg.Milter.Listen); network == "unix" {
+			os.Remove(path)
+		}
+		if cerr := d.st.Close(); d.err == nil {
+			d.err = cerr
+		}
+	})
+	return d.err
 }
 
 // pruneLoop drops replay digests older than the longest replay window

@@ -1,0 +1,358 @@
+package outbound
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	"golang.org/x/sync/errgroup"
+)
+
+// suite is what the encrypted data packet of a batch is made with.
+type suite struct {
+	aead   bool // SEIPDv2 (RFC 9580 §5.13.2) with mode; else SEIPDv1 with MDC
+	cipher packet.CipherFunction
+	mode   packet.AEADMode
+}
+
+// variant is the shared encrypted data of one suite, made once.
+type variant struct {
+	done    chan struct{}
+	err     error
+	key     []byte    // session key
+	armored []byte    // base64 lines of the encrypted data packet
+	crc0    uint32    // CRC-24 register run over the data packet from 0
+	shift   *crcShift // CRC-24 register run over len(data packet) zero bytes
+}
+
+// variant returns the encrypted data for s, making it on first use.
+func (p *Prepared) variant(s suite) (*variant, error) {
+	p.mu.Lock()
+	v, ok := p.variants[s]
+	if !ok {
+		v = &variant{done: make(chan struct{})}
+		p.variants[s] = v
+	}
+	p.mu.Unlock()
+	if !ok {
+		v.err = p.encrypt(s, v)
+		close(v.done)
+	}
+	<-v.done
+	return v, v.err
+}
+
+// encrypt makes the one symmetric encryption of the signed post for s,
+// under a fresh session key (one per variant: a key is never shared
+// between SEIPDv1 and SEIPDv2).
+func (p *Prepared) encrypt(s suite, v *variant) error {
+	key := make([]byte, s.cipher.KeySize())
+	if _, err := io.ReadFull(p.rand, key); err != nil {
+		return fmt.Errorf("outbound: session key: %w", err)
+	}
+	var data bytes.Buffer
+	data.Grow(len(p.signed) + len(p.signed)/32 + 256)
+	w, err := packet.SerializeSymmetricallyEncrypted(&data, s.cipher, s.aead, packet.CipherSuite{Cipher: s.cipher, Mode: s.mode}, key, p.cfg)
+	if err != nil {
+		return fmt.Errorf("outbound: encrypt: %w", err)
+	}
+	if _, err := w.Write(p.signed); err != nil {
+		return fmt.Errorf("outbound: encrypt: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("outbound: encrypt: %w", err)
+	}
+	d := data.Bytes()
+	v.key = key
+	v.armored = appendBase64Lines(make([]byte, 0, (len(d)+lineBytes-1)/lineBytes*66), d)
+	v.crc0 = crc24Update(0, d)
+	v.shift = newCRCShift(len(d))
+	return nil
+}
+
+// member is a recipient with its encryption key and preferences resolved.
+type member struct {
+	addr    string
+	pub     *packet.PublicKey
+	seipdv2 bool
+	ciphers []uint8
+	suites  [][2]uint8
+}
+
+// resolve finds r's encryption key (RFC 9580 §5.2.3.29 key flags) valid
+// at the post's time, and what its primary self-signature advertises.
+func (p *Prepared) resolve(r Recipient) (member, error) {
+	m := member{addr: r.Address}
+	if r.Key == nil || r.Key.PrimaryKey == nil {
+		return m, fmt.Errorf("outbound: recipient %s: no key", r.Address)
+	}
+	now := p.cfg.Now()
+	k, err := r.Key.EncryptionKeyWithError(now, p.cfg)
+	if err != nil {
+		return m, fmt.Errorf("outbound: recipient %s: key %X cannot encrypt: %w", r.Address, r.Key.PrimaryKey.Fingerprint, err)
+	}
+	sig, err := r.Key.PrimarySelfSignature(now, p.cfg)
+	if err != nil || sig == nil {
+		return m, fmt.Errorf("outbound: recipient %s: key %X has no valid self-signature: %v", r.Address, r.Key.PrimaryKey.Fingerprint, err)
+	}
+	m.pub = k.PublicKey
+	m.seipdv2 = sig.SEIPDv2
+	m.ciphers = sig.PreferredSymmetric
+	m.suites = sig.PreferredCipherSuites
+	return m, nil
+}
+
+// chooseSuite picks the data packet for a batch as go-crypto's own
+// encrypt does: SEIPDv2 only when every key advertises it (RFC 9580
+// §5.2.3.32), preferring AES-256 and GCM; otherwise SEIPDv1 with AES-256
+// where every key lists it. Empty intersections fall back to what every
+// implementation must support (AES-128; AES-128 OCB).
+func chooseSuite(ms []member) suite {
+	aead := true
+	for _, m := range ms {
+		aead = aead && m.seipdv2
+	}
+	if aead {
+		cands := [][2]uint8{
+			{uint8(packet.CipherAES256), uint8(packet.AEADModeGCM)},
+			{uint8(packet.CipherAES256), uint8(packet.AEADModeEAX)},
+			{uint8(packet.CipherAES256), uint8(packet.AEADModeOCB)},
+			{uint8(packet.CipherAES128), uint8(packet.AEADModeGCM)},
+			{uint8(packet.CipherAES128), uint8(packet.AEADModeEAX)},
+			{uint8(packet.CipherAES128), uint8(packet.AEADModeOCB)},
+		}
+		for _, m := range ms {
+			var keep [][2]uint8
+			for _, c := range cands {
+				for _, s := range m.suites {
+					if c == s {
+						keep = append(keep, c)
+						break
+					}
+				}
+			}
+			cands = keep
+		}
+		if len(cands) == 0 {
+			return suite{aead: true, cipher: packet.CipherAES128, mode: packet.AEADModeOCB}
+		}
+		return suite{aead: true, cipher: packet.CipherFunction(cands[0][0]), mode: packet.AEADMode(cands[0][1])}
+	}
+	cands := []uint8{uint8(packet.CipherAES256), uint8(packet.CipherAES128)}
+	for _, m := range ms {
+		var keep []uint8
+		for _, c := range cands {
+			for _, s := range m.ciphers {
+				if c == s {
+					keep = append(keep, c)
+					break
+				}
+			}
+		}
+		cands = keep
+	}
+	if len(cands) == 0 {
+		return suite{cipher: packet.CipherAES128}
+	}
+	return suite{cipher: packet.CipherFunction(cands[0])}
+}
+
+// Batch is one delivered message: the outer header, the PGP/MIME body and
+// the recipients it goes to. The body shares the encrypted data with every
+// other batch of the post; read it with BodyReader, Body or WriteTo.
+type Batch struct {
+	// Number is 1-based; batch 1 is the one the milter rewrites in place.
+	Number int
+	// Recipients are the envelope recipients (RCPT TO), in input order.
+	Recipients []string
+	// EnvelopeFrom is the envelope sender (MAIL FROM): the bounce address.
+	EnvelopeFrom string
+	// AEAD reports that the data packet is SEIPDv2 (every key of the batch
+	// advertises it); otherwise it is SEIPDv1 with MDC.
+	AEAD bool
+
+	header []Field
+	parts  [4][]byte // MIME head + armor header, key packets, shared data, checksum + tail
+}
+
+// Header returns the outer header fields, unfolded, in order.
+func (b *Batch) Header() []Field { return append([]Field(nil), b.header...) }
+
+// BodyLen is the body's length in bytes.
+func (b *Batch) BodyLen() int {
+	n := 0
+	for _, p := range b.parts {
+		n += len(p)
+	}
+	return n
+}
+
+// BodyReader reads the body (CRLF lines) without copying it.
+func (b *Batch) BodyReader() io.Reader {
+	rs := make([]io.Reader, len(b.parts))
+	for i, p := range b.parts {
+		rs[i] = bytes.NewReader(p)
+	}
+	return io.MultiReader(rs...)
+}
+
+// Body returns a copy of the body.
+func (b *Batch) Body() []byte {
+	out := make([]byte, 0, b.BodyLen())
+	for _, p := range b.parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// headerBytes is the folded outer header with its terminating blank line.
+func (b *Batch) headerBytes() []byte {
+	var h []byte
+	for _, f := range b.header {
+		h = appendField(h, f.Name, f.Value)
+	}
+	return append(h, '\r', '\n')
+}
+
+// WriteTo writes the whole RFC 5322 message (folded header, blank line,
+// body) to w.
+func (b *Batch) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(b.headerBytes())
+	total := int64(n)
+	for _, p := range b.parts {
+		if err != nil {
+			break
+		}
+		n, err = w.Write(p)
+		total += int64(n)
+	}
+	return total, err
+}
+
+// Message returns the whole RFC 5322 message as one slice.
+func (b *Batch) Message() []byte {
+	h := b.headerBytes()
+	out := make([]byte, 0, len(h)+b.BodyLen())
+	out = append(out, h...)
+	for _, p := range b.parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// Batches splits recipients, in order, into batches of Params.BatchSize
+// and encrypts the session key to each recipient (one PKESK each, spread
+// over Params.Workers goroutines). A recipient whose key cannot encrypt
+// (no valid encryption subkey, expired, revoked) fails the whole call
+// with an error naming it: the caller filters members first. Addresses
+// must be unique (compared case-insensitively).
+func (p *Prepared) Batches(recipients []Recipient) ([]Batch, error) {
+	if len(recipients) == 0 {
+		return nil, nil
+	}
+	seen := make(map[string]bool, len(recipients))
+	for _, r := range recipients {
+		a := strings.ToLower(strings.TrimSpace(r.Address))
+		if a == "" {
+			return nil, errors.New("outbound: recipient without address")
+		}
+		if seen[a] {
+			return nil, fmt.Errorf("outbound: recipient %s listed twice", r.Address)
+		}
+		seen[a] = true
+	}
+
+	n := len(recipients)
+	members := make([]member, n)
+	chunk := max(1, (n+p.p.Workers*4-1)/(p.p.Workers*4))
+	parallel := func(f func(i int) error) error {
+		g, _ := errgroup.WithContext(context.Background())
+		g.SetLimit(p.p.Workers)
+		for lo := 0; lo < n; lo += chunk {
+			hi := min(lo+chunk, n)
+			g.Go(func() error {
+				for i := lo; i < hi; i++ {
+					if err := f(i); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		return g.Wait()
+	}
+
+	// Resolve keys (cheap once go-crypto has cached the key's validity).
+	if err := parallel(func(i int) (err error) {
+		members[i], err = p.resolve(recipients[i])
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	// Choose each batch's data packet, making each variant at most once.
+	size := p.p.BatchSize
+	nb := (n + size - 1) / size
+	suites := make([]suite, nb)
+	vars := make([]*variant, nb)
+	for b := range nb {
+		suites[b] = chooseSuite(members[b*size : min((b+1)*size, n)])
+		v, err := p.variant(suites[b])
+		if err != nil {
+			return nil, err
+		}
+		vars[b] = v
+	}
+
+	// The public-key work: one PKESK per recipient (RFC 9580 §5.1).
+	pkesk := make([][]byte, n)
+	if err := parallel(func(i int) error {
+		b := i / size
+		var buf bytes.Buffer
+		if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(&buf, members[i].pub, suites[b].cipher, suites[b].aead, vars[b].key, p.p.HideRecipients, p.cfg); err != nil {
+			return fmt.Errorf("outbound: recipient %s: encrypt session key: %w", members[i].addr, err)
+		}
+		pkesk[i] = buf.Bytes()
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	out := make([]Batch, nb)
+	for b := range nb {
+		lo, hi := b*size, min((b+1)*size, n)
+		keyLen := 0
+		for _, k := range pkesk[lo:hi] {
+			keyLen += len(k)
+		}
+		keys := make([]byte, 0, keyLen+10)
+		keys = append(keys, markersFor(keyLen)...)
+		for _, k := range pkesk[lo:hi] {
+			keys = append(keys, k...)
+		}
+		v := vars[b]
+		crc := v.shift.apply(crc24Update(crc24Init, keys)) ^ v.crc0
+		rcpts := make([]string, 0, hi-lo)
+		for _, r := range recipients[lo:hi] {
+			rcpts = append(rcpts, r.Address)
+		}
+		out[b] = Batch{
+			Number:       b + 1,
+			Recipients:   rcpts,
+			EnvelopeFrom: p.p.BounceAddress,
+			AEAD:         suites[b].aead,
+			header:       p.header,
+			parts: [4][]byte{
+				p.bodyHead,
+				appendBase64Lines(make([]byte, 0, len(keys)/48*66+66), keys),
+				v.armored,
+				append(appendCRCLine(make([]byte, 0, 8+len(p.bodyTail)), crc), p.bodyTail...),
+			},
+		}
+	}
+	return out, nil
+}
