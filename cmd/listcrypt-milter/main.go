@@ -1,14 +1,17 @@
 // Command listcrypt-milter is the milter daemon: Postfix or Sendmail hand
 // it every SMTP transaction; it decides list posts. SIGHUP reloads the
 // policy files (an invalid reload keeps the last good ones); SIGTERM and
-// SIGINT drain running sessions and stop. A config or policy change other
-// than the policy files needs a restart.
+// SIGINT drain running sessions and stop. A change to listcrypt.toml
+// needs a restart.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	stdlog "log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -20,24 +23,40 @@ import (
 )
 
 func main() {
-	cfgPath := flag.String("c", config.DefaultPath, "site config file")
-	check := flag.Bool("n", false, "check the config and the policy files, then exit (non-zero on any error)")
-	flag.Parse()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("listcrypt-milter", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", config.DefaultPath, "site config file")
+	check := fs.Bool("n", false, "check the config and the policy files, then exit (non-zero on any error)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "listcrypt-milter:", err)
+		return 1
+	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
-		fail(err)
+		return fail(err)
 	}
 	if *check {
 		if _, err := policy.LoadDir(cfg.PolicyDir); err != nil {
-			fail(err)
+			return fail(err)
 		}
-		fmt.Println("config and policies OK")
-		return
+		fmt.Fprintln(stdout, "config and policies OK")
+		return 0
 	}
-	log := config.NewLogger(cfg, os.Stderr)
+	log := config.NewLogger(cfg, stderr)
+	// go-milter reports dropped MTA connections through the standard
+	// logger: route them into the structured log at debug level.
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer())
 	d, err := milter.Start(context.Background(), cfg, log)
 	if err != nil {
-		fail(err)
+		return fail(err)
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -57,12 +76,8 @@ func main() {
 		}
 	}()
 	if err := d.Serve(); err != nil {
-		fail(err)
+		return fail(err)
 	}
 	<-stopped
-}
-
-func fail(err error) {
-	fmt.Fprintln(os.Stderr, "listcrypt-milter:", err)
-	os.Exit(1)
+	return 0
 }
