@@ -54,7 +54,9 @@ func refuse(reason error, format string, args ...any) error {
 
 // MemberKey is a subscriber's public key, validated and pruned.
 type MemberKey struct {
-	// Entity is the pruned key (what Binary holds).
+	// Entity is the pruned key (what Binary holds). go-crypto caches
+	// signature validity on it as evaluated at the parse time; to use the
+	// key at another time, re-read Binary with ParseStoredKey.
 	Entity *openpgp.Entity
 	// Fingerprint is the primary key's fingerprint, upper-case hex.
 	Fingerprint string
@@ -67,6 +69,10 @@ type MemberKey struct {
 	// with their latest binding signature. No third-party certifications.
 	Binary []byte
 }
+
+// maxKeyBits is the largest RSA, DSA or ElGamal key accepted (GnuPG's own
+// maximum); the cost of a signature check grows with the cube of it.
+const maxKeyBits = 16384
 
 // weakHashes are refused in key self-signatures (and, through
 // PacketConfig, ignored when go-crypto validates keys).
@@ -89,6 +95,9 @@ func ParseMemberKey(data []byte, l Limits, now time.Time) (*MemberKey, error) {
 		var unsupported pgperrors.UnsupportedError
 		if errors.As(err, &unsupported) {
 			return nil, refuse(ErrUnsupportedKey, "Your key uses an algorithm or format listcrypt does not support (%s). Please send an Ed25519/Curve25519 or RSA (3072 bits or more) key.", err)
+		}
+		if strings.Contains(err.Error(), "without any identities") {
+			return nil, refuse(ErrNoValidUserID, "Your key has no user ID signed by the key itself. Add one (gpg --quick-add-uid YOUR-FINGERPRINT 'Your Name <you@example.org>') and send the key again.")
 		}
 		return nil, refuse(ErrMalformedKey, "Your key could not be read (%s). Please export it again, for example with: gpg --armor --export YOUR-ADDRESS", err)
 	}
@@ -155,8 +164,11 @@ func prescanKey(data []byte, l Limits, allowArmor bool) ([]byte, error) {
 		if err != nil {
 			return nil, refuse(ErrMalformedKey, "Your key could not be read (%s). Please export it again, for example with: gpg --armor --export YOUR-ADDRESS", err)
 		}
+		// An unsupported packet is only partly parsed: look at its type,
+		// never at its fields.
+		complete := true
 		if u, ok := p.(*packet.UnsupportedPacket); ok {
-			p = u.IncompletePacket
+			p, complete = u.IncompletePacket, false
 		}
 		switch p := p.(type) {
 		case *packet.Signature:
@@ -169,6 +181,14 @@ func prescanKey(data []byte, l Limits, allowArmor bool) ([]byte, error) {
 		case *packet.PublicKey:
 			if !p.IsSubkey {
 				keys++
+			}
+			// Verifying with a huge RSA (or DSA) key costs ~200 ms per
+			// signature at 65535 bits: refuse before any verification.
+			if !complete {
+				continue
+			}
+			if bits, err := p.BitLength(); err == nil && bits > maxKeyBits {
+				return nil, refuse(ErrUnsupportedKey, "Your key (or one of its subkeys) has %d bits; listcrypt accepts at most %d. Please send an Ed25519/Curve25519 or RSA (3072 or 4096 bits) key.", bits, maxKeyBits)
 			}
 		}
 	}
@@ -185,8 +205,10 @@ func refuseSecret() error {
 	return refuse(ErrSecretKey, "You sent a SECRET key. listcrypt did not keep it, but anyone who saw this mail may have it: consider the key compromised, revoke it, and send only your public key (gpg --armor --export YOUR-ADDRESS).")
 }
 
+// isArmored tells armor from binary: a binary key starts with a packet
+// tag, whose high bit is set; armor (and any text around it) does not.
 func isArmored(data []byte) bool {
-	return bytes.Contains(data, []byte("-----BEGIN PGP "))
+	return len(data) > 0 && data[0]&0x80 == 0 && bytes.Contains(data, []byte("-----BEGIN PGP "))
 }
 
 // checkMemberKey refuses keys that are revoked, expired, weak, or unusable

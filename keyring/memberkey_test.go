@@ -3,8 +3,10 @@ package keyring
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/rsa"
 	"errors"
 	"io"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -103,6 +105,7 @@ func TestParseMemberKey(t *testing.T) {
 		{name: "signature block", data: []byte("-----BEGIN PGP SIGNATURE-----\n\nwnUEARYKAB0WIQQ=\n-----END PGP SIGNATURE-----\n"), reason: ErrNoKey, text: "not a public key"},
 		{name: "broken armor", data: []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!!!\n-----END PGP PUBLIC KEY BLOCK-----\n"), reason: ErrMalformedKey},
 		{name: "truncated", data: dearmor(t, alicePub)[:100], reason: ErrMalformedKey},
+		{name: "user ID without self-signature", data: noSelfSig(t, dearmor(t, fixture(t, "signonly.pub.asc"))), reason: ErrNoValidUserID, text: "no user ID signed by the key itself"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := DefaultLimits
@@ -169,6 +172,85 @@ func TestParseMemberKey(t *testing.T) {
 				t.Error("re-parsing Binary changes it")
 			}
 		})
+	}
+}
+
+// craftHugeRSAKey builds a v4 key with an RSA modulus of the given size
+// and a (bogus) self-signature of the same size: it costs a modular
+// exponentiation of that size to find out the signature is bad.
+func craftHugeRSAKey(t testing.TB, bits int) []byte {
+	t.Helper()
+	n := new(big.Int).Lsh(big.NewInt(1), uint(bits-1))
+	n.Add(n, big.NewInt(12345677))
+	pk := packet.NewRSAPublicKey(time.Unix(1735689600, 0), &rsa.PublicKey{N: n, E: 65537})
+	var b bytes.Buffer
+	if err := pk.Serialize(&b); err != nil {
+		t.Fatal(err)
+	}
+	if err := packet.NewUserId("Huge", "", "h@example.org").Serialize(&b); err != nil {
+		t.Fatal(err)
+	}
+	// v4 signature 0x13, RSA, SHA-256, hashed: creation time; unhashed: issuer.
+	body := []byte{4, 0x13, 1, 8, 0, 6, 5, 2, 0x67, 0x74, 0x85, 0x80, 0, 10, 9, 16}
+	body = append(body, pk.Fingerprint[12:20]...)
+	body = append(body, 0xab, 0xcd)
+	sig := new(big.Int).Sub(n, big.NewInt(99))
+	l := sig.BitLen()
+	body = append(body, byte(l>>8), byte(l))
+	body = append(body, sig.Bytes()...)
+	b.WriteByte(0xc2) // new-format tag 2
+	b.WriteByte(0xff)
+	ln := len(body)
+	b.Write([]byte{byte(ln >> 24), byte(ln >> 16), byte(ln >> 8), byte(ln)})
+	b.Write(body)
+	return b.Bytes()
+}
+
+// noSelfSig drops the signature packets that follow user ID packets.
+func noSelfSig(t testing.TB, bin []byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	r := packet.NewReader(bytes.NewReader(bin))
+	afterUID := false
+	for {
+		p, err := r.Next()
+		if err == io.EOF {
+			return out.Bytes()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch p := p.(type) {
+		case *packet.PublicKey:
+			afterUID = false
+			err = p.Serialize(&out)
+		case *packet.UserId:
+			afterUID = true
+			err = p.Serialize(&out)
+		case *packet.Signature:
+			if !afterUID {
+				err = p.Serialize(&out)
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestParseMemberKeyRefusesHugeRSA(t *testing.T) {
+	data := craftHugeRSAKey(t, 65535)
+	start := time.Now()
+	_, err := ParseMemberKey(data, DefaultLimits, testNow)
+	if !errors.Is(err, ErrUnsupportedKey) || !strings.Contains(err.Error(), "65535 bits") {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("refusal took %v: the signature was checked", d)
+	}
+	// 16384 bits is still read (and refused for its bad signature).
+	if _, err := ParseMemberKey(craftHugeRSAKey(t, 16384), DefaultLimits, testNow); !errors.Is(err, ErrNoValidUserID) {
+		t.Errorf("16384 bits: %v", err)
 	}
 }
 
