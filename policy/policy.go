@@ -19,10 +19,12 @@ import (
 
 // Policy is one list's policy file. Its keys are a stable interface.
 type Policy struct {
-	Address    string   `toml:"address" doc:"The list's posting address. Required; unique across policy files."`
-	Owners     []string `toml:"owners" doc:"Addresses of the list owners: told about skipped members and problems."`
-	Moderators []string `toml:"moderators" doc:"Addresses that approve held posts and new subscribers."`
-	Post       Post     `toml:"post"`
+	Address    string     `toml:"address" doc:"The list's posting address. Required; unique across policy files."`
+	Owners     []string   `toml:"owners" doc:"Addresses of the list owners: told about skipped members and problems."`
+	Moderators []string   `toml:"moderators" doc:"Addresses that approve held posts and new subscribers."`
+	Post       Post       `toml:"post"`
+	Distribute Distribute `toml:"distribute"`
+	Keys       Keys       `toml:"keys"`
 
 	// File is the policy file this was read from.
 	File string `toml:"-"`
@@ -43,6 +45,33 @@ type Post struct {
 // TableDoc documents the table in the reference.
 func (Post) TableDoc() string { return "What the list accepts, and what it does with the rest." }
 
+// Distribute is the [distribute] table: how an accepted post goes out.
+type Distribute struct {
+	Encrypt             string `toml:"encrypt" values:"require|when-possible|never" doc:"\"require\": members without a usable key (none, expired, revoked, no encryption subkey) get nothing, and the owners are told who was skipped and why. \"when-possible\": they get the post in clear. \"never\": nobody's copy is encrypted."`
+	BatchSize           int    `toml:"batch_size" doc:"Recipients per delivered message. Each member's client tries every hidden key packet of its batch, so a big batch costs members time (see docs/benchmarks.md)."`
+	HideRecipients      bool   `toml:"hide_recipients" doc:"Write wildcard (zero) key IDs in the key packets, so a copy does not reveal who else received it. RNP 0.16 cannot decrypt such messages; Thunderbird's RNP and GnuPG can."`
+	Subject             string `toml:"subject" doc:"Outer Subject of every copy (the real one travels inside the encryption, RFC 9788 protected headers). \"keep\" keeps the real Subject outside too."`
+	From                string `toml:"from" values:"keep|via" doc:"\"via\": From: \"Alice via devs\" <list address>, with Reply-To the author (DMARC-safe). \"keep\": the author's From unchanged."`
+	KeepSenderSignature bool   `toml:"keep_sender_signature" doc:"Carry the author's own signed part inside the encryption, so members can verify the author end to end."`
+	BounceAddress       string `toml:"bounce_address" doc:"Envelope sender of every copy; default LIST-bounces@DOMAIN (route it to the owners in your MTA's aliases)."`
+	UnsubscribeURL      string `toml:"unsubscribe_url" doc:"Optional HTTPS URL for List-Unsubscribe; with it, List-Unsubscribe-Post: List-Unsubscribe=One-Click is added (RFC 8058)."`
+}
+
+// TableDoc documents the table in the reference.
+func (Distribute) TableDoc() string { return "How an accepted post is delivered to the members." }
+
+// Keys is the [keys] table: the key workflows of the command responder.
+type Keys struct {
+	TokenExpiry    tomlx.Duration `toml:"token_expiry" doc:"How long a key set / key confirm token stays valid."`
+	ModerateNew    bool           `toml:"moderate_new" doc:"A new subscription waits for a moderator after its key is confirmed."`
+	ModerateChange bool           `toml:"moderate_change" doc:"A key change waits for a moderator after it is confirmed."`
+}
+
+// TableDoc documents the table in the reference.
+func (Keys) TableDoc() string {
+	return "Subscription and key workflows by mail to LIST-request@DOMAIN."
+}
+
 // Default returns the strict defaults every key falls back to.
 func Default() *Policy {
 	return &Policy{
@@ -57,6 +86,17 @@ func Default() *Policy {
 			MaxSize:      tomlx.NewSize("10MB"),
 			ReplayWindow: tomlx.NewDuration("30d"),
 			ClockSkew:    tomlx.NewDuration("15m"),
+		},
+		Distribute: Distribute{
+			Encrypt:        "require",
+			BatchSize:      50,
+			HideRecipients: true,
+			Subject:        "...",
+			From:           "via",
+		},
+		Keys: Keys{
+			TokenExpiry: tomlx.NewDuration("72h"),
+			ModerateNew: true,
 		},
 	}
 }
@@ -81,6 +121,15 @@ func ValidAddress(s string) bool {
 	}
 	_, err := mail.ParseAddress(s)
 	return err == nil
+}
+
+// BounceAddress is the envelope sender of the list's copies.
+func (p *Policy) BounceAddress() string {
+	if p.Distribute.BounceAddress != "" {
+		return p.Distribute.BounceAddress
+	}
+	local, domain, _ := strings.Cut(p.Address, "@")
+	return local + "-bounces@" + domain
 }
 
 // RequestAddress is the list's command address, LIST-request@DOMAIN.
@@ -148,6 +197,37 @@ func (p *Policy) validate(e *tomlx.Errors) {
 		e.At([]string{"post", "replay_window"}, "post.replay_window: %v", p.Post.ReplayWindow.Err)
 	} else if p.Post.ReplayWindow.D < time.Hour {
 		e.At([]string{"post", "replay_window"}, "post.replay_window must be at least 1h")
+	}
+	oneOfT := func(v, table, key string, allowed ...string) {
+		for _, a := range allowed {
+			if v == a {
+				return
+			}
+		}
+		e.At([]string{table, key}, "%s.%s = %q: must be one of %s", table, key, v, strings.Join(allowed, ", "))
+	}
+	oneOfT(p.Distribute.Encrypt, "distribute", "encrypt", "require", "when-possible", "never")
+	oneOfT(p.Distribute.From, "distribute", "from", "keep", "via")
+	if p.Distribute.BatchSize < 1 || p.Distribute.BatchSize > 1000 {
+		e.At([]string{"distribute", "batch_size"}, "distribute.batch_size must be between 1 and 1000")
+	}
+	if strings.TrimSpace(p.Distribute.Subject) == "" || strings.ContainsAny(p.Distribute.Subject, "\r\n") {
+		e.At([]string{"distribute", "subject"}, "distribute.subject must be one line of text, or \"keep\"")
+	}
+	if b := p.Distribute.BounceAddress; b != "" {
+		n := NormalizeAddress(b)
+		if !ValidAddress(n) {
+			e.At([]string{"distribute", "bounce_address"}, "distribute.bounce_address %q is not an email address", b)
+		}
+		p.Distribute.BounceAddress = n
+	}
+	if u := p.Distribute.UnsubscribeURL; u != "" && (!strings.HasPrefix(u, "https://") || strings.ContainsAny(u, " <>\r\n")) {
+		e.At([]string{"distribute", "unsubscribe_url"}, "distribute.unsubscribe_url must be an https:// URL")
+	}
+	if p.Keys.TokenExpiry.Err != nil {
+		e.At([]string{"keys", "token_expiry"}, "keys.token_expiry: %v", p.Keys.TokenExpiry.Err)
+	} else if p.Keys.TokenExpiry.D < 10*time.Minute || p.Keys.TokenExpiry.D > 30*24*time.Hour {
+		e.At([]string{"keys", "token_expiry"}, "keys.token_expiry must be between 10m and 30d")
 	}
 	if p.Post.ClockSkew.Err != nil {
 		e.At([]string{"post", "clock_skew"}, "post.clock_skew: %v", p.Post.ClockSkew.Err)
@@ -229,13 +309,13 @@ func joinErrs(errs []error) error {
 }
 
 // Template returns the text of a new policy file for address: every key
-// with its default, commented, so the owner sees what can be set.
+// with its default, so the owner sees what can be set.
 func Template(address, owner string) string {
 	owners := "[]"
 	if owner != "" {
 		owners = fmt.Sprintf("[%q]", owner)
 	}
-	d := Default().Post
+	d := Default()
 	return fmt.Sprintf(`# listcrypt list policy: see docs/policy.md for every key.
 address = %q
 owners = %s
@@ -250,5 +330,22 @@ bad_signature = %q   # reject | hold | discard
 max_size = %q
 replay_window = %q
 clock_skew = %q
-`, address, owners, d.Encrypted, d.Signed, d.NonMember, d.Replay, d.BadSignature, d.MaxSize.Raw, d.ReplayWindow.Raw, d.ClockSkew.Raw)
+
+[distribute]
+encrypt = %q         # require | when-possible | never
+batch_size = %d
+hide_recipients = %t
+subject = %q             # "keep" keeps the real Subject outside
+from = %q                # keep | via
+keep_sender_signature = %t
+
+[keys]
+token_expiry = %q
+moderate_new = %t
+moderate_change = %t
+`, address, owners, d.Post.Encrypted, d.Post.Signed, d.Post.NonMember, d.Post.Replay, d.Post.BadSignature,
+		d.Post.MaxSize.Raw, d.Post.ReplayWindow.Raw, d.Post.ClockSkew.Raw,
+		d.Distribute.Encrypt, d.Distribute.BatchSize, d.Distribute.HideRecipients, d.Distribute.Subject,
+		d.Distribute.From, d.Distribute.KeepSenderSignature,
+		d.Keys.TokenExpiry.Raw, d.Keys.ModerateNew, d.Keys.ModerateChange)
 }

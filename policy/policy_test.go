@@ -201,8 +201,9 @@ func TestReferenceUpToDate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Post != Default().Post {
-		t.Fatalf("template differs from defaults: %+v", p.Post)
+	d := Default()
+	if p.Post != d.Post || p.Distribute != d.Distribute || p.Keys != d.Keys {
+		t.Fatalf("template differs from defaults: %+v", p)
 	}
 }
 
@@ -215,4 +216,32 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted invalid address %q", p.Address)
 		}
 	})
+}
+
+func TestDistributeAndKeysValidation(t *testing.T) {
+	src := `address = "d@lists.example.org"
+[distribute]
+encrypt = "sometimes"
+batch_size = 0
+subject = ""
+from = "spoof"
+bounce_address = "nope"
+unsubscribe_url = "http://x"
+[keys]
+token_expiry = "1m"
+`
+	_, err := Parse("/p.toml", []byte(src))
+	for _, want := range []string{"/p.toml:3: distribute.encrypt", "/p.toml:4: distribute.batch_size", "/p.toml:5: distribute.subject",
+		"/p.toml:6: distribute.from", "/p.toml:7: distribute.bounce_address", "/p.toml:8: distribute.unsubscribe_url", "/p.toml:10: keys.token_expiry"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	p, err := Parse("/p.toml", []byte("address = \"d@lists.example.org\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.BounceAddress() != "d-bounces@lists.example.org" || p.Distribute.BatchSize != 50 || !p.Distribute.HideRecipients || p.Distribute.Subject != "..." {
+		t.Fatalf("defaults: %+v", p.Distribute)
+	}
 }
