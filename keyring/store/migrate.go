@@ -86,6 +86,17 @@ CREATE TABLE challenges (
 	used_at     TIMESTAMP
 );
 CREATE INDEX challenges_expires_at ON challenges(expires_at)`,
+	// 2: which members a post was delivered to, so that a retried
+	// transaction delivers to nobody twice even when the list changed.
+	`CREATE TABLE delivered_recipients (
+	list         TEXT NOT NULL REFERENCES lists(address) ON DELETE CASCADE,
+	post_id      {{BLOB}} NOT NULL,
+	address      TEXT NOT NULL,
+	batch        INTEGER NOT NULL,
+	delivered_at TIMESTAMP NOT NULL,
+	PRIMARY KEY (list, post_id, address)
+);
+CREATE INDEX delivered_recipients_delivered_at ON delivered_recipients(delivered_at)`,
 }
 
 // typeMap holds the per-engine spelling of the types that differ.

@@ -133,6 +133,9 @@ func (s *Store) PruneReplay(ctx context.Context, before time.Time) (int64, error
 		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM deliveries WHERE delivered_at < ?`), before); err != nil {
 			return fmt.Errorf("deliveries: %w", err)
 		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM delivered_recipients WHERE delivered_at < ?`), before); err != nil {
+			return fmt.Errorf("delivered recipients: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM posts_complete WHERE completed_at < ?`), before); err != nil {
 			return fmt.Errorf("completed posts: %w", err)
 		}

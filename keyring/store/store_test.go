@@ -688,3 +688,34 @@ func TestCheckSchema(t *testing.T) {
 		}
 	})
 }
+
+func TestDeliveredRecipients(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		if err := s.CreateList(ctx, store.List{Address: "d@l.example", KeyFingerprint: "F", PublicKey: []byte{1}, SecretKey: []byte{2}, CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		post := []byte("post-1")
+		got, last, err := s.DeliveredRecipients(ctx, "d@l.example", post)
+		if err != nil || len(got) != 0 || last != 0 {
+			t.Fatalf("fresh: %v %d %v", got, last, err)
+		}
+		if already, err := s.MarkDelivered(ctx, "d@l.example", post, 2, []string{"b@x", "a@x"}, time.Now()); err != nil || already {
+			t.Fatal(already, err)
+		}
+		// The same batch again (a retry racing another host) changes nothing.
+		if already, err := s.MarkDelivered(ctx, "d@l.example", post, 2, []string{"c@x"}, time.Now()); err != nil || !already {
+			t.Fatal(already, err)
+		}
+		got, last, err = s.DeliveredRecipients(ctx, "d@l.example", post)
+		if err != nil || strings.Join(got, ",") != "a@x,b@x" || last != 2 {
+			t.Fatalf("got %v %d %v", got, last, err)
+		}
+		if _, err := s.PruneReplay(ctx, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, _ := s.DeliveredRecipients(ctx, "d@l.example", post); len(got) != 0 {
+			t.Fatalf("not pruned: %v", got)
+		}
+	})
+}
