@@ -162,8 +162,15 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 
 	f := policy.Findings{Encrypted: res.Encrypted && res.Integrity, SigTime: res.SigTime}
 	_, f.FromMember = members.Active[info.from]
-	if len(res.Problems) > 0 {
-		f.Problem = problemFor(res.Problems[0], p)
+	for _, pr := range res.Problems {
+		// A bad signature on intact data is a finding the policy maps
+		// (post.bad_signature), not a structural fault.
+		if res.Sig == inbound.SigBad && res.Integrity == res.Encrypted &&
+			(errors.Is(pr, inbound.ErrBadSignature) || errors.Is(pr, inbound.ErrTampered)) {
+			continue
+		}
+		f.Problem = problemFor(pr, p)
+		break
 	}
 	switch res.Sig {
 	case inbound.SigValid:

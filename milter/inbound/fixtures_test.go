@@ -2,6 +2,7 @@ package inbound
 
 import (
 	"bytes"
+	"compress/flate"
 	"crypto/aes"
 	"crypto/sha256"
 	"fmt"
@@ -324,23 +325,49 @@ var (
 	bombMsg  []byte
 )
 
-// bombMessage is 512 MiB of zeros, ZLIB-compressed inside the encryption
-// to the list key (about 520 KB of ciphertext).
+// bombMessage is 512 MiB of zeros in a literal packet, compressed
+// (ZIP, raw deflate) inside SEIPD encryption to the list key: about 500
+// KB of ciphertext. The deflate stream is assembled from one flushed
+// segment that decodes to 1 MiB of zeros given zero history, repeated, so
+// building it costs milliseconds even under -race.
 func bombMessage(t testing.TB, f *fixtures) []byte {
 	t.Helper()
 	bombOnce.Do(func() {
+		const mib, n = 1 << 20, 512
+		zeros := make([]byte, mib)
+		var z bytes.Buffer
+		fw, _ := flate.NewWriter(&z, flate.BestCompression)
+		// Literal data packet header: new format, tag 11, 4-octet length.
+		litBody := n*mib + 6
+		fw.Write([]byte{0xC0 | 11, 255, byte(litBody >> 24), byte(litBody >> 16), byte(litBody >> 8), byte(litBody), 'b', 0, 0, 0, 0, 0})
+		fw.Write(zeros)
+		fw.Flush()
+		head := z.Len()
+		fw.Write(zeros)
+		fw.Flush()
+		seg := bytes.Clone(z.Bytes()[head:])
+		for i := 2; i < n; i++ {
+			z.Write(seg)
+		}
+		z.Write([]byte{0x03, 0x00}) // final empty fixed-Huffman block
+		var comp bytes.Buffer
+		comp.WriteByte(0xC0 | 8)
+		writeNewLen(&comp, z.Len()+1)
+		comp.WriteByte(byte(packet.CompressionZIP))
+		comp.Write(z.Bytes())
+
 		cfg := fixedConfig("bomb", tSign)
-		cfg.DefaultCompressionAlgo = packet.CompressionZLIB
-		cfg.CompressionConfig = &packet.CompressionConfig{Level: 9}
+		key := make([]byte, 32)
+		io.ReadFull(cfg.Rand, key)
 		var b bytes.Buffer
-		w, err := openpgp.EncryptWithParams(&b, []*openpgp.Entity{f.list}, nil, &openpgp.EncryptParams{Config: cfg})
+		if err := packet.SerializeEncryptedKey(&b, f.list.Subkeys[0].PublicKey, packet.CipherAES256, key, cfg); err != nil {
+			t.Fatal(err)
+		}
+		w, err := packet.SerializeSymmetricallyEncrypted(&b, packet.CipherAES256, false, packet.CipherSuite{}, key, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		zeros := make([]byte, 1<<20)
-		for i := 0; i < 512; i++ {
-			w.Write(zeros)
-		}
+		w.Write(comp.Bytes())
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package inbound
 import (
 	"bytes"
 	"errors"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -550,4 +551,47 @@ func TestSEIPDv2(t *testing.T) {
 	in.Message = pgpMIME(armored(t, "PGP MESSAGE", flipMiddle(bin)))
 	res, _ = Examine(in)
 	checkResult(t, res, want{kind: PGPMIMEEncrypted, encrypted: true, problems: []error{ErrTampered}})
+}
+
+// TestBombIsABomb: the bomb really expands to 512 MiB (checked with a
+// generous limit, counting only).
+func TestBombIsABomb(t *testing.T) {
+	if testing.Short() {
+		t.Skip("decompresses 512 MiB")
+	}
+	f := getFixtures(t)
+	in := f.input(bombMessage(t, f))
+	in.Limits.MaxDecompressed = 600 << 20
+	ex := &examiner{in: in, lim: in.Limits.withDefaults(), res: &Result{}}
+	ex.cfg = fixedConfig("x", tNow)
+	ex.vcfg = verifyConfig(ex.lim)
+	ex.signers = openpgp.EntityList(nil)
+	w := &walker{lim: ex.lim}
+	tr, _, err := w.walkMessage(in.Message, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := dearmor(tr.leaves[0].data, "PGP MESSAGE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := scanPackets(bin, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := ex.openData(bin, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := openpgp.ReadMessage(rc, ex.signers, nil, ex.vcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, md.UnverifiedBody)
+	if err != nil || n != 512<<20 {
+		t.Fatalf("bomb expands to %d bytes (%v)", n, err)
+	}
+	if err := rc.Close(); err != nil {
+		t.Fatalf("MDC: %v", err)
+	}
 }
