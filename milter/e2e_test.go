@@ -102,21 +102,47 @@ func TestEndToEndThroughPostfix(t *testing.T) {
 		string(good[ctStart:ctEnd]) + "\r\n--in--\r\n--mx\r\nContent-Type: text/html\r\n\r\n</div>\r\n--mx--\r\n")
 	refused(send("alice@example.org", []string{milterfix.List}, mixed), 554, "mixes")
 
+	// Each accepted post reaches every member once, encrypted: one batch
+	// (batch_size 50) rewritten in place, from the list's bounce address.
 	got, err := pf.Sink().Wait(ctxT(t), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var toList, toBob int
+	var copies [][]byte
+	toBob := 0
 	for _, m := range got {
 		switch {
-		case len(m.To) == 1 && m.To[0] == milterfix.List:
-			toList++
+		case m.From == "devs-bounces@lists.example.org":
+			if strings.Join(m.To, ",") != "alice@example.org,bob@example.org,carol@example.org" {
+				t.Fatalf("batch recipients %v", m.To)
+			}
+			copies = append(copies, m.Data)
 		case len(m.To) == 1 && m.To[0] == "bob@example.org" && bytes.Contains(m.Data, []byte("hi bob")):
 			toBob++
 		}
 	}
-	if toList != 2 || toBob != 1 {
-		t.Fatalf("deliveries: %d to the list, %d to bob; want 2 and 1", toList, toBob)
+	if len(copies) != 2 || toBob != 1 {
+		t.Fatalf("deliveries: %d list copies, %d to bob; want 2 and 1", len(copies), toBob)
+	}
+	for _, c := range copies {
+		if bytes.Contains(c, []byte("hello list")) || bytes.Contains(c, []byte("from gpg")) {
+			t.Fatal("a list copy carries the post in clear")
+		}
+		for _, k := range []*openpgp.Entity{alice, bob} {
+			pt := milterfix.DecryptCopy(t, c, k, site.ListKey)
+			if !bytes.Contains(pt, []byte("hello list")) && !bytes.Contains(pt, []byte("from gpg")) {
+				t.Fatalf("member copy decrypts to %q", pt)
+			}
+		}
+		// carol reads hers with GnuPG, checking the list's signature.
+		ct := milterfix.ArmoredPart(t, c)
+		// With hidden recipients gpg 2.2 tries its key on every key packet
+		// and reports the failed tries, exiting 2 although it decrypted and
+		// verified: judge by its output, not its exit code.
+		out, stderr, _ := g.RunErr(ct, "--decrypt")
+		if (!bytes.Contains(out, []byte("hello list")) && !bytes.Contains(out, []byte("from gpg"))) || !bytes.Contains(stderr, []byte("Good signature")) {
+			t.Fatalf("gpg: %s\n%s", out, stderr)
+		}
 	}
 	if !strings.Contains(logs.String(), "action=reject reason=not-encrypted") {
 		t.Fatal("decision not logged")

@@ -27,6 +27,7 @@ const postTimeout = 2 * time.Minute
 type outcome struct {
 	list     *policy.Policy
 	decision policy.Decision
+	res      *inbound.Result
 	postID   []byte // set when the post's digests went into the replay table
 	err      error  // internal failure: tempfail
 }
@@ -41,21 +42,69 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 	msg = append(msg, s.header.Bytes()...)
 	msg = append(msg, "\r\n"...)
 	msg = append(msg, s.body.Bytes()...)
+	tempfail := s.refuse(451, "4.3.0", "temporary failure processing the list post; please try again later")
 
 	outs := make([]outcome, 0, len(s.lists))
+	infos := make([]postInfo, 0, len(s.lists))
 	for _, p := range s.lists {
 		start := time.Now()
-		d, info, err := srv.decide(ctx, p, msg)
-		o := outcome{list: p, decision: d, postID: info.postID, err: err}
+		d, res, info, err := srv.decide(ctx, p, msg)
+		o := outcome{list: p, decision: d, res: res, postID: info.postID, err: err}
 		if err == nil && d.Action == policy.Hold {
 			info.holdID, o.err = srv.hold(ctx, s, p, msg, d)
 		}
-		srv.logDecision(s, p, info, o, time.Since(start))
+		info.took = time.Since(start)
 		outs = append(outs, o)
+		infos = append(infos, info)
 	}
-	resp, taken := srv.answer(s, m, outs)
-	if !taken {
+	// Any internal failure tempfails, any reject refuses the transaction:
+	// nothing is delivered then.
+	var resp gomilter.Response
+	for _, o := range outs {
+		if o.err != nil || o.decision.Action == policy.TempFail {
+			resp = tempfail
+		}
+	}
+	if resp == nil {
+		for _, o := range outs {
+			if o.decision.Action == policy.Reject {
+				resp = s.refuse(o.decision.Code, o.decision.Enhanced, o.decision.Text)
+				break
+			}
+		}
+	}
+	if resp != nil {
+		for i, o := range outs {
+			srv.logDecision(s, infos[i], o)
+		}
 		return resp
+	}
+
+	// Deliver every accepted post. The transaction itself becomes batch 1
+	// when it carries exactly one list and nobody else; otherwise every
+	// batch is reinjected and the list recipients leave the transaction,
+	// so other recipients get the original untouched.
+	inPlace := len(s.lists) == 1 && len(s.others) == 0
+	var rewrite *delivery
+	for i := range outs {
+		o := &outs[i]
+		if o.decision.Action != policy.Accept {
+			continue
+		}
+		start := time.Now()
+		dl, err := srv.deliver(ctx, o.list, msg, o.res, o.postID, inPlace)
+		infos[i].took += time.Since(start)
+		if err != nil {
+			o.err = fmt.Errorf("deliver: %w", err)
+			for j, o := range outs {
+				srv.logDecision(s, infos[j], o)
+			}
+			return tempfail
+		}
+		infos[i].recipients, infos[i].skipped = dl.count, len(dl.skipped)
+		if dl.inPlace != nil {
+			rewrite = dl
+		}
 	}
 	// The post is done for every list that took it: from now on the same
 	// signature or ciphertext is a replay, not a retry.
@@ -65,81 +114,132 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		}
 		if err := srv.opts.Store.MarkPostComplete(ctx, o.list.Address, o.postID, srv.opts.Now()); err != nil {
 			srv.opts.Log.Error("mark post complete", "list", o.list.Address, "queue_id", s.queueID, "err", err)
-			return s.refuse(451, "4.3.0", "temporary failure processing the list post; please try again later")
+			return tempfail
 		}
 	}
-	return resp
+	for i, o := range outs {
+		srv.logDecision(s, infos[i], o)
+	}
+	if rewrite != nil {
+		if err := srv.rewrite(s, m, rewrite); err != nil {
+			srv.opts.Log.Error("rewrite transaction", "list", rewrite.list.Address, "queue_id", s.queueID, "err", err)
+			return tempfail
+		}
+		return gomilter.RespAccept
+	}
+	for _, o := range outs {
+		if err := m.DeleteRecipient(s.rcptOf[o.list.Address]); err != nil {
+			srv.opts.Log.Error("delete recipient", "queue_id", s.queueID, "list", o.list.Address, "err", err)
+			return tempfail
+		}
+	}
+	if len(s.others) == 0 {
+		return gomilter.RespDiscard
+	}
+	return gomilter.RespAccept
 }
 
-// answer turns the per-list outcomes into the one reply the transaction
-// gets: any internal error tempfails it; any reject refuses it with that
-// list's reason; lists that hold or discard the post are removed from the
-// recipients; when no recipient is left, the message is discarded. taken
-// reports that the transaction is accepted or discarded (not refused).
-func (srv *Server) answer(s *session, m *gomilter.Modifier, outs []outcome) (resp gomilter.Response, taken bool) {
-	tempfail := s.refuse(451, "4.3.0", "temporary failure processing the list post; please try again later")
-	for _, o := range outs {
-		if o.err != nil || o.decision.Action == policy.TempFail {
-			return tempfail, false
+// rewrite turns the current transaction into batch 1 (milter actions):
+// envelope sender, recipients, header fields (all but trace fields are
+// replaced) and body, sent in pieces of at most 65,535 bytes cut at line
+// ends (Postfix and Sendmail concatenate consecutive body packets).
+func (srv *Server) rewrite(s *session, m *gomilter.Modifier, dl *delivery) error {
+	b := dl.inPlace
+	if err := m.ChangeFrom("<" + b.EnvelopeFrom + ">"); err != nil {
+		return err
+	}
+	if err := m.DeleteRecipient(s.rcptOf[dl.list.Address]); err != nil {
+		return err
+	}
+	for _, r := range b.Recipients {
+		if err := m.AddRecipient(r); err != nil {
+			return err
 		}
 	}
-	for _, o := range outs {
-		if o.decision.Action == policy.Reject {
-			return s.refuse(o.decision.Code, o.decision.Enhanced, o.decision.Text), false
+	// Delete from the last occurrence of each name down, so indexes do
+	// not shift under us.
+	counts := map[string]int{}
+	var order []string
+	for _, name := range s.headerNames {
+		k := strings.ToLower(name)
+		if k == "received" || k == "return-path" {
+			continue
 		}
+		if counts[k] == 0 {
+			order = append(order, name)
+		}
+		counts[k]++
 	}
-	kept := len(s.others)
-	for _, o := range outs {
-		switch o.decision.Action {
-		case policy.Hold, policy.Discard:
-			if err := m.DeleteRecipient(s.rcptOf[o.list.Address]); err != nil {
-				srv.opts.Log.Error("delete recipient", "queue_id", s.queueID, "list", o.list.Address, "err", err)
-				return tempfail, false
+	for _, name := range order {
+		for i := counts[strings.ToLower(name)]; i >= 1; i-- {
+			if err := m.ChangeHeader(i, name, ""); err != nil {
+				return err
 			}
-		default:
-			kept++
 		}
 	}
-	if kept == 0 {
-		return gomilter.RespDiscard, true
+	for _, f := range b.Header() {
+		if err := m.AddHeader(f.Name, f.Value); err != nil {
+			return err
+		}
 	}
-	return gomilter.RespAccept, true
+	body := b.Body()
+	for len(body) > 0 {
+		n := len(body)
+		if n > maxBodyPacket {
+			n = bytes.LastIndexByte(body[:maxBodyPacket], '\n') + 1
+			if n <= 0 {
+				n = maxBodyPacket
+			}
+		}
+		if err := m.ReplaceBody(body[:n]); err != nil {
+			return err
+		}
+		body = body[n:]
+	}
+	return nil
 }
+
+// maxBodyPacket is the largest body piece the MTAs accept in one packet
+// (libmilter's chunk size; LIBRARY-NOTES).
+const maxBodyPacket = 65535
 
 // postInfo is what the log line says about a post.
 type postInfo struct {
-	messageID string
-	from      string
-	signer    string
-	kind      string
-	problems  []error
-	postID    []byte
-	holdID    int64
+	messageID  string
+	from       string
+	signer     string
+	kind       string
+	problems   []error
+	postID     []byte
+	holdID     int64
+	took       time.Duration
+	recipients int // members served by this attempt
+	skipped    int // members left out (no usable key)
 }
 
 // decide examines msg for list p and maps the findings through p's
 // policy. This is where a post is decided.
-func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (policy.Decision, postInfo, error) {
+func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (policy.Decision, *inbound.Result, postInfo, error) {
 	now := srv.opts.Now()
 	var info postInfo
 	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
 	if err != nil {
-		return problemDecision(malformed("the message header cannot be parsed")), info, nil
+		return problemDecision(malformed("the message header cannot be parsed")), nil, info, nil
 	}
 	info.messageID = hdr.Header.Get("Message-Id")
 	from, err := mail.ParseAddressList(hdr.Header.Get("From"))
 	if err != nil || len(from) != 1 {
-		return problemDecision(malformed("the message needs exactly one From address")), info, nil
+		return problemDecision(malformed("the message needs exactly one From address")), nil, info, nil
 	}
 	info.from = policy.NormalizeAddress(from[0].Address)
 
 	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
 	if err != nil {
-		return policy.Decision{}, info, err
+		return policy.Decision{}, nil, info, err
 	}
 	members, err := srv.opts.Keys.Members(ctx, p.Address)
 	if err != nil {
-		return policy.Decision{}, info, err
+		return policy.Decision{}, nil, info, err
 	}
 	lim := srv.opts.Config.Limits
 	res, err := inbound.Examine(inbound.Input{
@@ -155,7 +255,7 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 		},
 	})
 	if err != nil {
-		return policy.Decision{}, info, fmt.Errorf("examine post: %w", err)
+		return policy.Decision{}, nil, info, fmt.Errorf("examine post: %w", err)
 	}
 	info.kind = res.Kind.String()
 	info.problems = res.Problems
@@ -188,7 +288,7 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 	}
 	d := p.Decide(f, now)
 	if d.Action != policy.Accept && d.Action != policy.Hold {
-		return d, info, nil
+		return d, res, info, nil
 	}
 	// The post passes (or waits for a moderator): its digests go into the
 	// replay table now, settled by the database across hosts. A retry of
@@ -197,30 +297,33 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 	if res.CiphertextDigest != nil {
 		digests = append(digests, res.CiphertextDigest)
 	}
-	if len(digests) == 0 {
-		return d, info, nil
-	}
 	id := postID(hdr, msg)
+	if len(digests) == 0 {
+		// Nothing to tell a replay by (an unsigned plain post the policy
+		// allows); the id still guards the delivery records.
+		info.postID = id
+		return d, res, info, nil
+	}
 	replayOf, err := srv.opts.Store.RecordPost(ctx, p.Address, id, digests, now)
 	if err != nil {
-		return policy.Decision{}, info, fmt.Errorf("replay table: %w", err)
+		return policy.Decision{}, nil, info, fmt.Errorf("replay table: %w", err)
 	}
 	if replayOf == nil {
 		// Same post id: a retry of a transaction that did not finish
 		// resumes; a post that was completed once is a replay.
 		done, err := srv.opts.Store.PostComplete(ctx, p.Address, id)
 		if err != nil {
-			return policy.Decision{}, info, fmt.Errorf("replay table: %w", err)
+			return policy.Decision{}, nil, info, fmt.Errorf("replay table: %w", err)
 		}
 		f.Replay = done
 	} else {
 		f.Replay = true
 	}
 	if f.Replay {
-		return p.Decide(f, now), info, nil
+		return p.Decide(f, now), res, info, nil
 	}
 	info.postID = id
-	return d, info, nil
+	return d, res, info, nil
 }
 
 // PostID returns the id of the post msg (see postID).
@@ -310,22 +413,25 @@ func shorten(s string, n int) string {
 }
 
 // logDecision writes the one line per decision.
-func (srv *Server) logDecision(s *session, p *policy.Policy, info postInfo, o outcome, took time.Duration) {
+func (srv *Server) logDecision(s *session, info postInfo, o outcome) {
 	action, level := string(o.decision.Action), slog.LevelInfo
 	if o.err != nil {
 		action, level = string(policy.TempFail), slog.LevelError
 	}
 	attrs := []any{
-		"list", p.Address, "queue_id", s.queueID, "message_id", info.messageID,
+		"list", o.list.Address, "queue_id", s.queueID, "message_id", info.messageID,
 		"from", info.from, "kind", info.kind,
 		"action", action, "reason", o.decision.Reason,
-		"duration_ms", float64(took.Microseconds()) / 1000,
+		"duration_ms", float64(info.took.Microseconds()) / 1000,
 	}
 	if info.signer != "" {
 		attrs = append(attrs, "signer", info.signer)
 	}
 	if info.holdID != 0 {
 		attrs = append(attrs, "hold_id", info.holdID)
+	}
+	if o.decision.Action == policy.Accept && o.err == nil {
+		attrs = append(attrs, "recipients", info.recipients, "skipped", info.skipped)
 	}
 	for _, pr := range info.problems {
 		attrs = append(attrs, "problem", pr.Error())

@@ -19,6 +19,7 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/outbound"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
@@ -39,6 +40,7 @@ type Server struct {
 	opts     Options
 	policies atomic.Pointer[policy.Set]
 	mil      *gomilter.Server
+	keyCache *outbound.KeyCache
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -59,7 +61,7 @@ func NewServer(opts Options, policies *policy.Set) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	s := &Server{opts: opts, conns: map[net.Conn]struct{}{}}
+	s := &Server{opts: opts, conns: map[net.Conn]struct{}{}, keyCache: outbound.NewKeyCache()}
 	s.policies.Store(policies)
 	s.mil = &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return &session{srv: s} },

@@ -237,3 +237,36 @@ func Build(t testing.TB, p Post) []byte {
 	}
 	return []byte(hdr + inner)
 }
+
+// ArmoredPart returns the armored OpenPGP message of a PGP/MIME copy.
+func ArmoredPart(t testing.TB, msg []byte) []byte {
+	t.Helper()
+	i := bytes.Index(msg, []byte("-----BEGIN PGP MESSAGE-----"))
+	j := bytes.Index(msg, []byte("-----END PGP MESSAGE-----"))
+	if i < 0 || j < i {
+		t.Fatalf("no armored OpenPGP message in:\n%s", msg)
+	}
+	return msg[i : j+len("-----END PGP MESSAGE-----\n")]
+}
+
+// DecryptCopy decrypts a member's copy with that member's key alone and
+// checks that the list key signed it; it returns the decrypted entity.
+func DecryptCopy(t testing.TB, msg []byte, member, listKey *openpgp.Entity) []byte {
+	t.Helper()
+	block, err := armor.Decode(bytes.NewReader(ArmoredPart(t, msg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := openpgp.ReadMessage(block.Body, openpgp.EntityList{member, listKey}, nil, keyring.PacketConfig(keyring.DefaultLimits, nil))
+	if err != nil {
+		t.Fatalf("decrypt with %s: %v", keyring.Fingerprint(member), err)
+	}
+	var pt bytes.Buffer
+	if _, err := pt.ReadFrom(md.UnverifiedBody); err != nil {
+		t.Fatal(err)
+	}
+	if md.SignatureError != nil || md.SignedBy == nil || md.SignedBy.Entity.PrimaryKey.KeyId != listKey.PrimaryKey.KeyId {
+		t.Fatalf("copy not signed by the list key: %v", md.SignatureError)
+	}
+	return pt.Bytes()
+}

@@ -84,25 +84,33 @@ type member struct {
 }
 
 // resolve finds r's encryption key (RFC 9580 §5.2.3.29 key flags) valid
-// at the post's time, and what its primary self-signature advertises.
+// at the post's time, and what its primary self-signature advertises,
+// through Params.KeyCache when there is one.
 func (p *Prepared) resolve(r Recipient) (member, error) {
-	m := member{addr: r.Address}
 	if r.Key == nil || r.Key.PrimaryKey == nil {
-		return m, fmt.Errorf("outbound: recipient %s: no key", r.Address)
+		return member{}, fmt.Errorf("outbound: recipient %s: no key", r.Address)
 	}
 	now := p.cfg.Now()
+	if m, ok := p.p.KeyCache.get(r.Key, now); ok {
+		m.addr = r.Address
+		return m, nil
+	}
 	k, err := r.Key.EncryptionKeyWithError(now, p.cfg)
 	if err != nil {
-		return m, fmt.Errorf("outbound: recipient %s: key %X cannot encrypt: %w", r.Address, r.Key.PrimaryKey.Fingerprint, err)
+		return member{}, fmt.Errorf("outbound: recipient %s: key %X cannot encrypt: %w", r.Address, r.Key.PrimaryKey.Fingerprint, err)
 	}
-	sig, err := r.Key.PrimarySelfSignature(now, p.cfg)
-	if err != nil || sig == nil {
-		return m, fmt.Errorf("outbound: recipient %s: key %X has no valid self-signature: %v", r.Address, r.Key.PrimaryKey.Fingerprint, err)
+	sig := k.PrimarySelfSignature
+	if sig == nil {
+		return member{}, fmt.Errorf("outbound: recipient %s: key %X has no valid self-signature", r.Address, r.Key.PrimaryKey.Fingerprint)
 	}
-	m.pub = k.PublicKey
-	m.seipdv2 = sig.SEIPDv2
-	m.ciphers = sig.PreferredSymmetric
-	m.suites = sig.PreferredCipherSuites
+	m := member{
+		addr:    r.Address,
+		pub:     k.PublicKey,
+		seipdv2: sig.SEIPDv2,
+		ciphers: sig.PreferredSymmetric,
+		suites:  sig.PreferredCipherSuites,
+	}
+	p.p.KeyCache.put(r.Key, m, now, k)
 	return m, nil
 }
 

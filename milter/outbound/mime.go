@@ -95,13 +95,15 @@ func protectHeaders(entity []byte, h Header) ([]byte, Header, error) {
 	}
 	body := entity[len(entity)-rd.Len()-br.Buffered():]
 
-	ct := ih.Get("Content-Type")
-	mt, params, err := mime.ParseMediaType(ct)
-	if ct == "" || err != nil {
-		if ct != "" && !strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), "text/plain") {
-			return nil, h, fmt.Errorf("outbound: post Content-Type %q: %v", ct, err)
-		}
-		mt, params = "text/plain", map[string]string{"charset": "us-ascii"} // RFC 2045 §5.2
+	// The Content-Type keeps its original text (parameter order, quoting)
+	// and gains protected-headers="v1" as RFC 9788 writes it.
+	ct := unfold(ih.Get("Content-Type"))
+	_, params, err := mime.ParseMediaType(ct)
+	switch {
+	case ct == "":
+		ct = "text/plain; charset=us-ascii" // RFC 2045 §5.2
+	case err != nil:
+		return nil, h, fmt.Errorf("outbound: post Content-Type %q: %v", ct, err)
 	}
 	senderProtected := strings.EqualFold(params["protected-headers"], "v1")
 	for _, name := range protectedFields {
@@ -109,10 +111,9 @@ func protectHeaders(entity []byte, h Header) ([]byte, Header, error) {
 			*h.field(name) = v
 		}
 	}
-	params["protected-headers"] = "v1"
-	newCT := mime.FormatMediaType(mt, params)
-	if newCT == "" {
-		return nil, h, fmt.Errorf("outbound: cannot rewrite Content-Type %q", ct)
+	newCT := ct
+	if !senderProtected {
+		newCT = strings.TrimRight(ct, "; ") + `; protected-headers="v1"`
 	}
 
 	out := make([]byte, 0, len(entity)+1024)

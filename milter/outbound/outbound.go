@@ -91,6 +91,9 @@ type Params struct {
 	Rand io.Reader
 	// Limits are the OpenPGP limits (keyring.PacketConfig).
 	Limits keyring.Limits
+	// KeyCache, if not nil, keeps each member key's encryption key choice
+	// across posts (see KeyCache). The milter keeps one per process.
+	KeyCache *KeyCache
 	// Workers is the number of goroutines computing PKESK packets.
 	// Default runtime.GOMAXPROCS(0).
 	Workers int

@@ -1,0 +1,297 @@
+package milter
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"mime"
+	"net/mail"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/milter/inbound"
+	"github.com/listcrypt/listcrypt/milter/outbound"
+	"github.com/listcrypt/listcrypt/milter/reinject"
+	"github.com/listcrypt/listcrypt/policy"
+)
+
+// delivery is the outbound work for one accepted post on one list.
+type delivery struct {
+	list    *policy.Policy
+	postID  []byte
+	inPlace *outbound.Batch // batch 1, to rewrite the transaction with
+	count   int             // recipients served by this attempt
+	skipped []string        // "address: reason" of members left out
+}
+
+// deliver expands the list and distributes the post: one signature and
+// one symmetric encryption, key packets per batch (milter/outbound).
+// Batches go to the reinjection listener, each recorded in the store
+// right after the MTA took it, so that a retried transaction delivers to
+// nobody twice; when inPlace is set, batch 1 is returned to rewrite the
+// current transaction instead. Any error means: tempfail, retry later.
+func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, res *inbound.Result, postID []byte, inPlace bool) (*delivery, error) {
+	now := srv.opts.Now()
+	dl := &delivery{list: p, postID: postID}
+	members, err := srv.opts.Keys.Members(ctx, p.Address)
+	if err != nil {
+		return nil, err
+	}
+	done, lastBatch, err := srv.opts.Store.DeliveredRecipients(ctx, p.Address, postID)
+	if err != nil {
+		return nil, err
+	}
+	delivered := make(map[string]bool, len(done))
+	for _, a := range done {
+		delivered[a] = true
+	}
+	cfg := keyring.PacketConfig(srv.opts.Config.KeyLimits(), srv.opts.Now)
+	var encrypted []outbound.Recipient
+	var clear []string
+	addrs := make([]string, 0, len(members.Active))
+	for a := range members.Active {
+		addrs = append(addrs, a)
+	}
+	sort.Strings(addrs)
+	for _, a := range addrs {
+		if delivered[a] {
+			continue
+		}
+		e := members.Entities[members.Active[a]]
+		usable := false
+		if e != nil && p.Distribute.Encrypt != "never" {
+			_, usable = e.EncryptionKey(now, cfg)
+		}
+		switch {
+		case usable:
+			encrypted = append(encrypted, outbound.Recipient{Address: a, Key: e})
+		case p.Distribute.Encrypt == "require":
+			dl.skipped = append(dl.skipped, a+": "+keyProblem(e, now, cfg))
+		default:
+			clear = append(clear, a)
+		}
+	}
+
+	post, err := outboundPost(msg, res)
+	if err != nil {
+		return nil, err
+	}
+	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
+	if err != nil {
+		return nil, err
+	}
+	params := outbound.Params{
+		ListAddress:         p.Address,
+		ListKey:             listKey,
+		BounceAddress:       p.BounceAddress(),
+		BatchSize:           p.Distribute.BatchSize,
+		HideRecipients:      p.Distribute.HideRecipients,
+		Subject:             p.Distribute.Subject,
+		FromMode:            p.Distribute.From,
+		KeepSenderSignature: p.Distribute.KeepSenderSignature,
+		ListHeaders:         outbound.ListHeaders{RequestAddress: p.RequestAddress(), UnsubscribeURL: p.Distribute.UnsubscribeURL},
+		Now:                 srv.opts.Now,
+		Limits:              srv.opts.Config.KeyLimits(),
+		KeyCache:            srv.keyCache,
+	}
+	var batches []outbound.Batch
+	if len(encrypted) > 0 {
+		prep, err := outbound.Prepare(post, params)
+		if err != nil {
+			return nil, fmt.Errorf("prepare post: %w", err)
+		}
+		if batches, err = prep.Batches(encrypted); err != nil {
+			return nil, fmt.Errorf("encrypt post: %w", err)
+		}
+	}
+	// Batch numbers continue after those a failed attempt delivered, so
+	// every delivery record stays unique.
+	for i := range batches {
+		batches[i].Number += lastBatch
+	}
+	start := 0
+	if inPlace && len(batches) > 0 {
+		dl.inPlace = &batches[0]
+		dl.count += len(batches[0].Recipients)
+		start = 1
+	}
+	for i := start; i < len(batches); i++ {
+		b := &batches[i]
+		if err := srv.submit(ctx, p.Address, postID, b.Number, b.EnvelopeFrom, b.Recipients, b.Message()); err != nil {
+			return nil, err
+		}
+		dl.count += len(b.Recipients)
+	}
+	if len(clear) > 0 {
+		// distribute.encrypt = when-possible / never: the owner chose to
+		// send these members the post in clear.
+		number := lastBatch + len(batches) + 1
+		if err := srv.submit(ctx, p.Address, postID, number, p.BounceAddress(), clear, clearCopy(post, p)); err != nil {
+			return nil, err
+		}
+		dl.count += len(clear)
+	}
+	if len(dl.skipped) > 0 {
+		srv.notifyOwners(ctx, p, res, dl.skipped)
+	}
+	return dl, nil
+}
+
+// submit hands one batch to the MTA and records it. The record follows
+// the MTA's acceptance: a crash in between can at worst repeat this one
+// batch on retry, never lose it.
+func (srv *Server) submit(ctx context.Context, list string, postID []byte, number int, from string, to []string, data []byte) error {
+	if err := reinject.Send(ctx, srv.opts.Config.Reinject.Address, from, to, data); err != nil {
+		return fmt.Errorf("batch %d: %w", number, err)
+	}
+	if _, err := srv.opts.Store.MarkDelivered(ctx, list, postID, number, to, srv.opts.Now()); err != nil {
+		return fmt.Errorf("batch %d: %w", number, err)
+	}
+	return nil
+}
+
+// keyProblem says why a member's key cannot encrypt.
+func keyProblem(e *openpgp.Entity, now time.Time, cfg *packet.Config) string {
+	if e == nil {
+		return "no key registered"
+	}
+	if _, err := e.EncryptionKeyWithError(now, cfg); err != nil {
+		return "key cannot encrypt: " + err.Error()
+	}
+	return "key cannot encrypt"
+}
+
+// outboundPost turns the examined post into what members read: the
+// decrypted inner entity (without the sender's signature wrapper unless
+// the policy keeps it) and the original header fields.
+func outboundPost(msg []byte, res *inbound.Result) (outbound.Post, error) {
+	var post outbound.Post
+	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
+	if err != nil {
+		return post, fmt.Errorf("read post header: %w", err)
+	}
+	h := hdr.Header
+	post.Header = outbound.Header{From: h.Get("From"), ReplyTo: h.Get("Reply-To"), To: h.Get("To"), Cc: h.Get("Cc"),
+		Date: h.Get("Date"), MessageID: h.Get("Message-Id"), InReplyTo: h.Get("In-Reply-To"),
+		References: h.Get("References"), Subject: h.Get("Subject")}
+	var entity []byte
+	switch res.Kind {
+	case inbound.PGPMIMEEncrypted:
+		entity = res.Plaintext
+	case inbound.InlineEncrypted, inbound.InlineSigned:
+		entity = append([]byte("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"), res.Plaintext...)
+	default: // plain and PGP/MIME signed: the message's own MIME entity
+		entity = contentEntity(msg)
+	}
+	if first, ok := firstSignedPart(entity); ok {
+		post.SenderSigned = entity
+		entity = first
+	}
+	post.Inner = entity
+	return post, nil
+}
+
+// contentEntity keeps the Content-* fields of msg's header and its body.
+func contentEntity(msg []byte) []byte {
+	head, body, found := bytes.Cut(msg, []byte("\r\n\r\n"))
+	if !found {
+		head, body, _ = bytes.Cut(msg, []byte("\n\n"))
+	}
+	var out bytes.Buffer
+	keep := false
+	for _, line := range strings.SplitAfter(string(head), "\n") {
+		if line == "" {
+			continue
+		}
+		if line[0] != ' ' && line[0] != '\t' {
+			name, _, _ := strings.Cut(line, ":")
+			keep = strings.HasPrefix(strings.ToLower(name), "content-")
+		}
+		if keep {
+			out.WriteString(strings.TrimRight(line, "\r\n") + "\r\n")
+		}
+	}
+	if out.Len() == 0 {
+		out.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
+	}
+	out.WriteString("\r\n")
+	out.Write(body)
+	return out.Bytes()
+}
+
+// firstSignedPart returns the signed (first) part of a multipart/signed
+// entity, raw (RFC 3156 §5).
+func firstSignedPart(entity []byte) ([]byte, bool) {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(entity)))
+	if err != nil {
+		return nil, false
+	}
+	ct := strings.ToLower(h.Get("Content-Type"))
+	if !strings.HasPrefix(ct, "multipart/signed") {
+		return nil, false
+	}
+	_, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil || params["boundary"] == "" {
+		return nil, false
+	}
+	delim := []byte("--" + params["boundary"])
+	i := bytes.Index(entity, delim)
+	if i < 0 {
+		return nil, false
+	}
+	rest := entity[i+len(delim):]
+	nl := bytes.IndexByte(rest, '\n')
+	if nl < 0 {
+		return nil, false
+	}
+	rest = rest[nl+1:]
+	j := bytes.Index(rest, append([]byte("\r\n"), delim...))
+	if j < 0 {
+		return nil, false
+	}
+	return rest[:j], true
+}
+
+// clearCopy is the post in clear, for members the policy lets have it so.
+func clearCopy(post outbound.Post, p *policy.Policy) []byte {
+	var b bytes.Buffer
+	h := post.Header
+	for _, f := range [][2]string{{"From", h.From}, {"Reply-To", h.ReplyTo}, {"To", h.To}, {"Cc", h.Cc}, {"Subject", h.Subject},
+		{"Date", h.Date}, {"Message-ID", h.MessageID}, {"In-Reply-To", h.InReplyTo}, {"References", h.References}} {
+		if f[1] != "" {
+			fmt.Fprintf(&b, "%s: %s\r\n", f[0], f[1])
+		}
+	}
+	local, domain, _ := strings.Cut(p.Address, "@")
+	fmt.Fprintf(&b, "List-Id: <%s.%s>\r\nList-Post: <mailto:%s>\r\nList-Help: <mailto:%s?subject=help>\r\nPrecedence: list\r\nMIME-Version: 1.0\r\n",
+		local, domain, p.Address, p.RequestAddress())
+	b.Write(post.Inner)
+	return b.Bytes()
+}
+
+// notifyOwners tells the list owners which members were skipped and why.
+// The notice carries addresses and reasons only, nothing of the post.
+// A failure is logged: the post itself is delivered.
+func (srv *Server) notifyOwners(ctx context.Context, p *policy.Policy, res *inbound.Result, skipped []string) {
+	if len(p.Owners) == 0 {
+		return
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nSubject: [%s] members skipped: no usable key\r\nDate: %s\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+		p.BounceAddress(), strings.Join(p.Owners, ", "), p.Address, srv.opts.Now().Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "A post to %s was not sent to these members (distribute.encrypt = \"require\"):\r\n\r\n", p.Address)
+	for _, s := range skipped {
+		fmt.Fprintf(&b, "  %s\r\n", s)
+	}
+	b.WriteString("\r\nThey receive posts again once they register a usable key.\r\n")
+	if err := reinject.Send(ctx, srv.opts.Config.Reinject.Address, p.BounceAddress(), p.Owners, b.Bytes()); err != nil {
+		srv.opts.Log.Error("notify owners of skipped members", "list", p.Address, "err", err)
+	}
+}
