@@ -1,0 +1,316 @@
+package milter_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
+	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/milter/milterfix"
+)
+
+// addList creates list addr with n members on the site; it returns the
+// member addresses and keys.
+func addList(t *testing.T, site *milterfix.Site, addr string, n int) ([]string, map[string]*openpgp.Entity) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := site.Admin.CreateList(ctx, addr, "owner@example.org", keyring.KeyEd25519); err != nil {
+		t.Fatal(err)
+	}
+	local, _, _ := strings.Cut(addr, "@")
+	keys := map[string]*openpgp.Entity{}
+	var addrs []string
+	for i := range n {
+		m := fmt.Sprintf("%s-m%04d@example.org", local, i)
+		e := milterfix.NewKey(t, m)
+		a, err := keyring.ArmorPublicKey(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := site.Admin.AddMember(ctx, addr, m, []byte(a)); err != nil {
+			t.Fatal(err)
+		}
+		keys[m] = e
+		addrs = append(addrs, m)
+	}
+	return addrs, keys
+}
+
+func listKeyOf(t *testing.T, site *milterfix.Site, addr string) *openpgp.Entity {
+	t.Helper()
+	l, err := site.Admin.Store.GetList(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := keyring.ParseStoredKey(l.PublicKey, keyring.DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// copiesPerRecipient counts, per envelope recipient, the list copies the
+// sink received from the list's bounce address.
+func copiesPerRecipient(msgs []rig.Delivered, bounce string) map[string]int {
+	n := map[string]int{}
+	for _, m := range msgs {
+		if m.From != bounce {
+			continue
+		}
+		for _, r := range m.To {
+			n[r]++
+		}
+	}
+	return n
+}
+
+// waitCopies waits until the sink holds want list copies from bounce.
+func waitCopies(t *testing.T, sink *rig.Sink, bounce string, want int) map[string]int {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		got := copiesPerRecipient(sink.Messages(), bounce)
+		total := 0
+		for _, c := range got {
+			total += c
+		}
+		if total >= want || time.Now().After(deadline) {
+			return got
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		sink.Wait(ctx, len(sink.Messages())+1)
+		cancel()
+	}
+}
+
+// Lists of 1, 49, 50, 51 and 1,000 members (batch 50) each receive
+// exactly one copy per member through a real Postfix: batch 1 rewritten
+// in place, the rest reinjected.
+func TestExactlyOnePerMember(t *testing.T) {
+	rig.Require(t)
+	if testing.Short() {
+		t.Skip("1,000-member list")
+	}
+	site := milterfix.New(t, milterfix.Options{})
+	sizes := []int{1, 49, 50, 51, 1000}
+	members := map[int][]string{}
+	keys := map[int]map[string]*openpgp.Entity{}
+	for _, n := range sizes {
+		members[n], keys[n] = addList(t, site, fmt.Sprintf("size%d@lists.example.org", n), n)
+	}
+	_, sock, _ := strings.Cut(site.Config.Milter.Listen, ":")
+	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + sock})
+	// Batches go back in through Postfix's reinjection listener.
+	site.Config.Reinject.Address = pf.ReinjectAddr()
+	startDaemon(t, site)
+	for _, n := range sizes {
+		list := fmt.Sprintf("size%d@lists.example.org", n)
+		author := members[n][0]
+		msg := milterfix.Build(t, milterfix.Post{From: author, SignWith: keys[n][author],
+			EncryptTo: []*openpgp.Entity{listKeyOf(t, site, list)}, Body: fmt.Sprintf("post to %d members", n)})
+		msg = bytes.ReplaceAll(msg, []byte("To: "+milterfix.List), []byte("To: "+list))
+		if err := rig.Send(pf.SMTPAddr(), author, []string{list}, msg); err != nil {
+			t.Fatalf("list of %d: %v", n, err)
+		}
+		bounce := fmt.Sprintf("size%d-bounces@lists.example.org", n)
+		got := waitCopies(t, pf.Sink(), bounce, n)
+		if len(got) != n {
+			t.Fatalf("list of %d: %d members got a copy", n, len(got))
+		}
+		for _, m := range members[n] {
+			if got[m] != 1 {
+				t.Fatalf("list of %d: %s got %d copies", n, m, got[m])
+			}
+		}
+	}
+}
+
+// reinjectProxy forwards reinjection connections to Postfix and calls
+// onConn with the connection number before forwarding it.
+type reinjectProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	n      int
+	onConn func(n int, c net.Conn) bool // false: drop the connection
+}
+
+func newProxy(t *testing.T, target string, onConn func(int, net.Conn) bool) *reinjectProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &reinjectProxy{ln: ln, target: target, onConn: onConn}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.n++
+			n := p.n
+			p.mu.Unlock()
+			go func() {
+				defer c.Close()
+				if !p.onConn(n, c) {
+					return
+				}
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	return p
+}
+
+// SIGKILL in the middle of reinjection, then the sender's MTA retries:
+// still exactly one copy per member.
+func TestKilledDuringReinjectionDeliversExactlyOnce(t *testing.T) {
+	rig.Require(t)
+	if testing.Short() {
+		t.Skip("builds and kills the milter binary")
+	}
+	site := milterfix.New(t, milterfix.Options{})
+	const n = 260 // batch 1 in place + 5 reinjected batches
+	members, keys := addList(t, site, "big@lists.example.org", n)
+
+	bin := filepath.Join(t.TempDir(), "listcrypt-milter")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "github.com/listcrypt/listcrypt/cmd/listcrypt-milter")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	_, sock, _ := strings.Cut(site.Config.Milter.Listen, ":")
+	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + sock})
+
+	var proc *exec.Cmd
+	var logs bytes.Buffer
+	start := func() {
+		proc = exec.Command(bin, "-c", site.Config.File)
+		proc.Stderr = &logs
+		if err := proc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; ; i++ {
+			if c, err := net.Dial("unix", sock); err == nil {
+				c.Close()
+				return
+			}
+			if i > 500 {
+				t.Fatalf("milter did not start: %s", logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	killed := make(chan struct{})
+	var once sync.Once
+	proxy := newProxy(t, pf.ReinjectAddr(), func(n int, c net.Conn) bool {
+		if n == 3 {
+			// The third reinjected batch: kill the milter while its SMTP
+			// session is open, before the batch is handed over.
+			once.Do(func() {
+				proc.Process.Signal(syscall.SIGKILL)
+				proc.Wait()
+				close(killed)
+			})
+			return false
+		}
+		return true
+	})
+	// Rewrite the config so the milter process reinjects through the proxy.
+	cfgSrc, _ := os.ReadFile(site.Config.File)
+	cfgSrc = bytes.Replace(cfgSrc, []byte(`address = "127.0.0.1:1"`), []byte(fmt.Sprintf("address = %q", proxy.ln.Addr().String())), 1)
+	os.WriteFile(site.Config.File, cfgSrc, 0o644)
+	start()
+	t.Cleanup(func() { proc.Process.Kill(); proc.Wait() })
+
+	list := "big@lists.example.org"
+	author := members[0]
+	msg := milterfix.Build(t, milterfix.Post{From: author, SignWith: keys[author],
+		EncryptTo: []*openpgp.Entity{listKeyOf(t, site, list)}, Body: "killed mid-way"})
+	err := rig.Send(pf.SMTPAddr(), author, []string{list}, msg)
+	var se *rig.SMTPError
+	if !errors.As(err, &se) || !se.Temporary() {
+		t.Fatalf("first attempt: %v, want a 4xx (milter killed)", err)
+	}
+	<-killed
+	// The sender's MTA retries after the milter is back.
+	start()
+	if err := rig.Send(pf.SMTPAddr(), author, []string{list}, msg); err != nil {
+		t.Fatalf("retry: %v\n%s", err, logs.String())
+	}
+	got := waitCopies(t, pf.Sink(), "big-bounces@lists.example.org", n)
+	for _, m := range members {
+		if got[m] != 1 {
+			t.Fatalf("%s got %d copies\n%s", m, got[m], logs.String())
+		}
+	}
+	// A third send of the completed post is a replay.
+	if err := rig.Send(pf.SMTPAddr(), author, []string{list}, msg); !errors.As(err, &se) || se.Code != 550 {
+		t.Fatalf("resend after completion: %v", err)
+	}
+}
+
+// A 10 MB post goes through a real Postfix intact, and nothing of its
+// plaintext is left on disk: state folder, Postfix queue, logs, temp.
+func TestLargePostIntactAndNoPlaintextOnDisk(t *testing.T) {
+	rig.Require(t)
+	site := milterfix.New(t, milterfix.Options{Policy: `max_size = "20MB"`})
+	alice := site.AddMember(t, "alice@example.org")
+	bob := site.AddMember(t, "bob@example.org")
+	d, logs := startDaemon(t, site)
+	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + d.Addr().String(), MessageSizeLimit: 40 << 20})
+	canary := fmt.Sprintf("CANARY-%d-plaintext", time.Now().UnixNano())
+	var body strings.Builder
+	body.WriteString(canary + "\n")
+	for body.Len() < 10<<20 {
+		fmt.Fprintf(&body, "%08d the quick brown fox jumps over the lazy dog %s\n", body.Len(), canary[:12])
+	}
+	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}, Body: body.String()})
+	if err := rig.Send(pf.SMTPAddr(), "alice@example.org", []string{milterfix.List}, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := waitCopies(t, pf.Sink(), "devs-bounces@lists.example.org", 2)
+	if got["bob@example.org"] != 1 {
+		t.Fatalf("copies: %v", got)
+	}
+	var copyData []byte
+	for _, m := range pf.Sink().Messages() {
+		if m.From == "devs-bounces@lists.example.org" {
+			copyData = m.Data
+		}
+	}
+	pt := milterfix.DecryptCopy(t, copyData, bob, site.ListKey)
+	want := strings.ReplaceAll(body.String(), "\n", "\r\n")
+	if !bytes.Contains(pt, []byte(want)) {
+		t.Fatalf("10 MB post not intact: got %d bytes (sha256 %x)", len(pt), sha256.Sum256(pt))
+	}
+	for _, dir := range []string{site.Dir, filepath.Dir(pf.ConfigDir()), pf.QueueDir(), os.TempDir()} {
+		assertNoPlaintextOnDisk(t, dir, canary)
+	}
+	if strings.Contains(logs.String(), canary) || strings.Contains(pf.Maillog(), canary) {
+		t.Fatal("plaintext in a log")
+	}
+}
