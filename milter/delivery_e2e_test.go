@@ -314,3 +314,51 @@ func TestLargePostIntactAndNoPlaintextOnDisk(t *testing.T) {
 		t.Fatal("plaintext in a log")
 	}
 }
+
+// A transaction with list and non-list recipients: the others get the
+// original untouched; the list copy is handled apart (reinjected).
+func TestMixedTransaction(t *testing.T) {
+	rig.Require(t)
+	site := milterfix.New(t, milterfix.Options{})
+	alice := site.AddMember(t, "alice@example.org")
+	bob := site.AddMember(t, "bob@example.org")
+	_, sock, _ := strings.Cut(site.Config.Milter.Listen, ":")
+	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + sock})
+	site.Config.Reinject.Address = pf.ReinjectAddr()
+	startDaemon(t, site)
+	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}, Body: "to list and carol"})
+	if err := rig.Send(pf.SMTPAddr(), "alice@example.org", []string{milterfix.List, "carol@example.net"}, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := waitCopies(t, pf.Sink(), "devs-bounces@lists.example.org", 2)
+	if got["alice@example.org"] != 1 || got["bob@example.org"] != 1 || got[milterfix.List] != 0 {
+		t.Fatalf("list copies: %v", got)
+	}
+	var original []byte
+	for i := 0; original == nil && i < 100; i++ {
+		for _, m := range pf.Sink().Messages() {
+			if m.From == "alice@example.org" {
+				if strings.Join(m.To, ",") != "carol@example.net" {
+					t.Fatalf("original went to %v", m.To)
+				}
+				original = m.Data
+			}
+		}
+		if original == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			pf.Sink().Wait(ctx, len(pf.Sink().Messages())+1)
+			cancel()
+		}
+	}
+	_, body, _ := bytes.Cut(msg, []byte("\r\n\r\n"))
+	if !bytes.HasSuffix(original, body) {
+		t.Fatal("carol's copy is not the original body")
+	}
+	for _, m := range pf.Sink().Messages() {
+		if m.From == "devs-bounces@lists.example.org" {
+			if pt := milterfix.DecryptCopy(t, m.Data, bob, site.ListKey); !bytes.Contains(pt, []byte("to list and carol")) {
+				t.Fatalf("list copy: %q", pt)
+			}
+		}
+	}
+}
