@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -127,8 +128,12 @@ func TempDir(t testing.TB) string {
 		}
 		base = "/tmp"
 	}
-	dir, err := os.MkdirTemp(base, "listcrypt-rig-")
+	sweepOnce.Do(func() { sweepStale(t, base) })
+	dir, err := os.MkdirTemp(base, dirPrefix)
 	if err != nil {
+		t.Fatalf("rig: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		t.Fatalf("rig: %v", err)
 	}
 	t.Cleanup(func() {
@@ -140,6 +145,39 @@ func TempDir(t testing.TB) string {
 		t.Fatalf("rig: %v", err)
 	}
 	return dir
+}
+
+const (
+	dirPrefix = "listcrypt-rig-"
+	ownerFile = "owner.pid" // pid of the test process that made the folder
+)
+
+var sweepOnce sync.Once
+
+// sweepStale removes the folders (and stops the Postfix instances) left
+// by test processes that died without cleaning up, e.g. on a test timeout
+// panic. Folders of live processes (other packages' tests running in
+// parallel) are left alone.
+func sweepStale(t testing.TB, base string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue // not ours, or still being set up
+		}
+		owner, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || owner == os.Getpid() || alive(owner) {
+			continue
+		}
+		p := &Postfix{t: t, root: dir, configDir: filepath.Join(dir, "etc"), queueDir: filepath.Join(dir, "spool")}
+		if pid := p.masterPID(); pid > 0 && alive(pid) {
+			t.Logf("rig: stopping Postfix %d left by dead test process %d in %s", pid, owner, dir)
+			p.stopMaster(pid)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("rig: removing stale %s: %v", dir, err)
+		}
+	}
 }
 
 // searchable checks that dir and every folder above it can be traversed
@@ -165,20 +203,50 @@ func searchable(dir string) error {
 	}
 }
 
-// ListenUnix listens on a unix socket that smtpd (running as postfix) can
-// connect to: in a fresh TempDir, socket mode 0666. It returns the
-// listener and the address in Postfix syntax ("unix:/path") for
-// Options.MilterAddr. The listener is closed at the end of the test.
+// ListenUnix listens on a unix socket laid out the way
+// contrib/postfix/README.md tells admins to: a folder owned by group
+// postfix with mode 2750 (setgid, so the socket inherits group postfix)
+// and the socket at mode 0660. smtpd drops every supplementary group, so
+// only its primary group (postfix) or the "other" bits can grant access.
+// It returns the listener and the address in Postfix syntax
+// ("unix:/path") for Options.MilterAddr. The listener is closed at the end
+// of the test.
 func ListenUnix(t testing.TB) (net.Listener, string) {
 	t.Helper()
-	path := filepath.Join(TempDir(t), "milter.sock")
+	Require(t)
+	pf, err := user.Lookup("postfix")
+	if err != nil {
+		t.Fatalf("rig: %v", err)
+	}
+	gid, err := strconv.Atoi(pf.Gid)
+	if err != nil {
+		t.Fatalf("rig: postfix gid %q: %v", pf.Gid, err)
+	}
+	dir := filepath.Join(TempDir(t), "run")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatalf("rig: %v", err)
+	}
+	if err := os.Chown(dir, -1, gid); err != nil {
+		t.Fatalf("rig: %v", err)
+	}
+	if err := os.Chmod(dir, 0o750|os.ModeSetgid); err != nil {
+		t.Fatalf("rig: %v", err)
+	}
+	path := filepath.Join(dir, "milter.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatalf("rig: %v", err)
 	}
 	t.Cleanup(func() { _ = ln.Close() }) // the server under test may have closed it
-	if err := os.Chmod(path, 0o666); err != nil {
+	if err := os.Chmod(path, 0o660); err != nil {
 		t.Fatalf("rig: %v", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("rig: %v", err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Gid) != gid {
+		t.Fatalf("rig: %s has group %d, want postfix (%d) from the setgid folder", path, st.Gid, gid)
 	}
 	return ln, "unix:" + path
 }
@@ -244,6 +312,22 @@ func Start(t testing.TB, opts Options) *Postfix {
 	}
 	if err := os.WriteFile(filepath.Join(p.configDir, "master.cf"), []byte(masterCF), 0o644); err != nil {
 		t.Fatalf("rig: %v", err)
+	}
+	// Postfix re-reads a config file, 300ms apart, until its mtime is two
+	// seconds in the past (so that it never reads a half-written file):
+	// a fresh main.cf costs every Postfix command 1.5s. Backdate them.
+	past := time.Now().Add(-time.Hour)
+	for _, name := range []string{"main.cf", "master.cf"} {
+		if err := os.Chtimes(filepath.Join(p.configDir, name), past, past); err != nil {
+			t.Fatalf("rig: %v", err)
+		}
+	}
+
+	// Creating the queue folders here and touching quick-start skips the
+	// postfix-script checks (hundreds of shell commands, seconds on a busy
+	// machine); without postfix-files the full checks run.
+	if err := p.prepareQueue(); err != nil {
+		t.Logf("rig: %v; postfix start runs its full checks", err)
 	}
 
 	t.Cleanup(p.stop)
@@ -311,26 +395,92 @@ func (p *Postfix) command(name string, args ...string) ([]byte, error) {
 // gone, and logs the maillog if the test failed.
 func (p *Postfix) stop() {
 	t := p.t
-	pid := p.masterPID()
-	if pid > 0 {
-		if out, err := p.command("postfix", "-c", p.configDir, "stop"); err != nil {
-			t.Logf("rig: postfix stop: %v\n%s", err, out)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for alive(pid) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if alive(pid) {
-			t.Errorf("rig: postfix master %d still running after postfix stop; killing it", pid)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		// The master runs in its own process group; its children share it.
-		for _, child := range groupMembers(pid) {
-			_ = syscall.Kill(child, syscall.SIGKILL)
-		}
+	if pid := p.masterPID(); pid > 0 {
+		p.stopMaster(pid)
 	}
 	if t.Failed() {
 		t.Logf("rig: maillog of the failed test (%s):\n%s", p.maillog, p.Maillog())
+	}
+}
+
+// postfixFiles is Postfix's own list of the files and folders it needs,
+// with owners and modes (meta_directory on Debian).
+const postfixFiles = "/etc/postfix/postfix-files"
+
+// prepareQueue creates the queue_directory folders listed in postfix-files
+// with their owners and modes (what "post-install create-missing" would
+// do) and touches quick-start, which tells postfix-script to skip its
+// checks at start.
+func (p *Postfix) prepareQueue() error {
+	text, err := os.ReadFile(postfixFiles)
+	if err != nil {
+		return err
+	}
+	ids := map[string]int{"-": 0, "root": 0}
+	for _, name := range []string{"postfix", "postdrop"} {
+		g, err := user.LookupGroup(name)
+		if err != nil {
+			return err
+		}
+		ids[name+"/g"], _ = strconv.Atoi(g.Gid)
+	}
+	pf, err := user.Lookup("postfix")
+	if err != nil {
+		return err
+	}
+	ids["postfix"], _ = strconv.Atoi(pf.Uid)
+	owners := map[string]string{"$mail_owner": "postfix", "root": "root"}
+	groups := map[string]string{"$setgid_group": "postdrop/g", "-": "-"}
+	n := 0
+	for _, line := range strings.Split(string(text), "\n") {
+		// $queue_directory/active:d:$mail_owner:-:700:ucr
+		f := strings.Split(line, ":")
+		rest, ok := strings.CutPrefix(f[0], "$queue_directory/")
+		if !ok || len(f) < 5 || f[1] != "d" || strings.Contains(rest, "/") {
+			continue
+		}
+		owner, okO := owners[f[2]]
+		group, okG := groups[f[3]]
+		mode, err := strconv.ParseUint(f[4], 8, 32)
+		if !okO || !okG || err != nil {
+			return fmt.Errorf("%s: unexpected line %q", postfixFiles, line)
+		}
+		dir := filepath.Join(p.queueDir, rest)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+		if err := os.Chown(dir, ids[owner], ids[group]); err != nil {
+			return err
+		}
+		if err := os.Chmod(dir, os.FileMode(mode)); err != nil {
+			return err
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("%s lists no queue folders", postfixFiles)
+	}
+	return os.WriteFile(filepath.Join(p.queueDir, "quick-start"), nil, 0o644)
+}
+
+// stopMaster runs "postfix stop" and then kills, by pid, whatever of the
+// instance is still running.
+func (p *Postfix) stopMaster(pid int) {
+	t := p.t
+	if out, err := p.command("postfix", "-c", p.configDir, "stop"); err != nil {
+		t.Logf("rig: postfix stop: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if alive(pid) {
+		t.Errorf("rig: postfix master %d still running after postfix stop; killing it", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	// The master runs in its own process group; its children share it.
+	for _, child := range groupMembers(pid) {
+		_ = syscall.Kill(child, syscall.SIGKILL)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -195,5 +196,30 @@ func TestMilterRefusalReachesClient(t *testing.T) {
 	}
 	if n := len(pf.Sink().Messages()); n != 0 {
 		t.Errorf("a refused message reached the sink (%d messages)", n)
+	}
+}
+
+// The shipped lines hold no typo Postfix would only warn about (an unknown
+// parameter is ignored with "unused parameter"), and the rig passes
+// Postfix's own installation checks that Start skips for speed.
+func TestPostfixCheckIsClean(t *testing.T) {
+	t.Parallel()
+	pf := rig.Start(t, rig.Options{})
+	for _, args := range [][]string{
+		{"postconf", "-c", pf.ConfigDir(), "-n"},
+		{"postconf", "-c", pf.ConfigDir(), "-M"},
+		{"postconf", "-c", pf.ConfigDir(), "-P"},
+		{"postfix", "-c", pf.ConfigDir(), "check"},
+	} {
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Errorf("%v: %v\n%s", args, err, out)
+		}
+		if bytes.Contains(out, []byte("warning")) || bytes.Contains(out, []byte("fatal")) {
+			t.Errorf("%v:\n%s", args, out)
+		}
+	}
+	if log := pf.Maillog(); strings.Contains(log, "warning:") {
+		t.Errorf("maillog has warnings:\n%s", log)
 	}
 }
