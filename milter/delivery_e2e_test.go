@@ -205,14 +205,24 @@ func TestKilledDuringReinjectionDeliversExactlyOnce(t *testing.T) {
 	_, sock, _ := strings.Cut(site.Config.Milter.Listen, ":")
 	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + sock})
 
+	// The proxy goroutine kills the process the test started: guard it.
+	var procMu sync.Mutex
 	var proc *exec.Cmd
-	var logs bytes.Buffer
+	logs := &logBuf{}
+	current := func() *exec.Cmd {
+		procMu.Lock()
+		defer procMu.Unlock()
+		return proc
+	}
 	start := func() {
-		proc = exec.Command(bin, "-c", site.Config.File)
-		proc.Stderr = &logs
-		if err := proc.Start(); err != nil {
+		p := exec.Command(bin, "-c", site.Config.File)
+		p.Stderr = logs
+		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
+		procMu.Lock()
+		proc = p
+		procMu.Unlock()
 		for i := 0; ; i++ {
 			if c, err := net.Dial("unix", sock); err == nil {
 				c.Close()
@@ -231,8 +241,9 @@ func TestKilledDuringReinjectionDeliversExactlyOnce(t *testing.T) {
 			// The third reinjected batch: kill the milter while its SMTP
 			// session is open, before the batch is handed over.
 			once.Do(func() {
-				proc.Process.Signal(syscall.SIGKILL)
-				proc.Wait()
+				p := current()
+				p.Process.Signal(syscall.SIGKILL)
+				p.Wait()
 				close(killed)
 			})
 			return false
@@ -244,7 +255,11 @@ func TestKilledDuringReinjectionDeliversExactlyOnce(t *testing.T) {
 	cfgSrc = bytes.Replace(cfgSrc, []byte(`address = "127.0.0.1:1"`), []byte(fmt.Sprintf("address = %q", proxy.ln.Addr().String())), 1)
 	os.WriteFile(site.Config.File, cfgSrc, 0o644)
 	start()
-	t.Cleanup(func() { proc.Process.Kill(); proc.Wait() })
+	t.Cleanup(func() {
+		p := current()
+		p.Process.Kill()
+		p.Wait()
+	})
 
 	list := "big@lists.example.org"
 	author := members[0]

@@ -72,10 +72,32 @@ func (h *Header) field(name string) *string {
 	panic("outbound: unknown protected field " + name)
 }
 
-// unfold removes CRLF folding from a raw header value.
+// unfold removes folding (and any other CR or LF, so that no value can
+// start a header field of its own) from a raw header value.
 func unfold(v string) string {
 	v = strings.ReplaceAll(v, "\r\n", "")
-	return strings.TrimSpace(strings.ReplaceAll(v, "\n", ""))
+	v = strings.ReplaceAll(v, "\n", "")
+	return strings.TrimSpace(strings.ReplaceAll(v, "\r", ""))
+}
+
+// unfoldAll unfolds every field of h.
+func (h Header) unfoldAll() Header {
+	for _, name := range protectedFields {
+		*h.field(name) = unfold(*h.field(name))
+	}
+	return h
+}
+
+// phrase returns s as an RFC 5322 phrase: RFC 2047 encoded if not ASCII,
+// quoted if it has specials.
+func phrase(s string) string {
+	if e := encodeWord(s); e != s {
+		return e
+	}
+	if !strings.ContainsAny(s, `()<>[]:;@\,."`) {
+		return s
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
 // protectHeaders returns entity with the protected header fields of h at
@@ -208,7 +230,7 @@ func wrapSigned(entity, sig []byte, r io.Reader) ([]byte, error) {
 func outerHeader(h Header, p *Params, boundary string) []Field {
 	var f []Field
 	add := func(name, value string) {
-		if value != "" {
+		if value = unfold(value); value != "" {
 			f = append(f, Field{name, value})
 		}
 	}
@@ -221,7 +243,11 @@ func outerHeader(h Header, p *Params, boundary string) []Field {
 		}
 		add("Reply-To", replyTo)
 	default:
-		add("From", h.From)
+		from := h.From
+		if from == "" {
+			from = p.ListAddress
+		}
+		add("From", from)
 		add("Reply-To", h.ReplyTo)
 	}
 	add("To", p.ListAddress)
@@ -242,7 +268,7 @@ func outerHeader(h Header, p *Params, boundary string) []Field {
 
 	// RFC 2919 §3: List-Id: phrase <label>; RFC 2369 §3.
 	lh := p.ListHeaders
-	add("List-Id", encodeWord(p.ListName)+" <"+lh.ID+">")
+	add("List-Id", phrase(p.ListName)+" <"+lh.ID+">")
 	add("List-Post", "<mailto:"+p.ListAddress+">")
 	add("List-Help", "<mailto:"+lh.RequestAddress+"?subject=help>")
 	add("List-Subscribe", "<mailto:"+lh.RequestAddress+"?subject=subscribe>")

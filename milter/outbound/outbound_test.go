@@ -744,3 +744,33 @@ func TestKeyCacheHonoursExpiry(t *testing.T) {
 		t.Fatalf("expired key: %v", err)
 	}
 }
+
+func TestNoHeaderInjection(t *testing.T) {
+	post := testPost()
+	post.Header.Subject = "hi\r\nBcc: victim@example.com"
+	post.Header.From = "Eve <eve@example.com>\nX-Evil: 1"
+	p := testParams(t)
+	p.Subject, p.ListName = SubjectKeep, `Dev "core", team`
+	pr, err := Prepare(post, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := pr.Batches(recipients(t, 1, legacyX25519))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := parseMessage(t, bs[0].Message())
+	if m.header.Has("Bcc") || m.header.Has("X-Evil") {
+		t.Fatal("header injected outside")
+	}
+	if got := m.header.Get("List-Id"); got != `"Dev \"core\", team" <devs.lists.example.org>` {
+		t.Fatalf("List-Id %q", got)
+	}
+	inner, err := decrypt(t, m.pgp, memberKey(t, "m000", legacyX25519))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(inner, []byte("\r\nBcc:")) || bytes.Contains(inner, []byte("\r\nX-Evil:")) {
+		t.Fatalf("header injected inside: %q", inner)
+	}
+}

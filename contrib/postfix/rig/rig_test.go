@@ -114,8 +114,12 @@ func TestDeliveryWithoutMilter(t *testing.T) {
 		t.Errorf("carol: envelope sender %q", d.From)
 	}
 	checkIntact(t, d.Data, other)
-	if !strings.Contains(pf.Maillog(), "status=sent") {
-		t.Errorf("maillog has no delivery line:\n%s", pf.Maillog())
+	// postlogd writes the log after the delivery happened: wait for it.
+	for i := 0; !strings.Contains(pf.Maillog(), "status=sent"); i++ {
+		if i > 200 {
+			t.Fatalf("maillog has no delivery line:\n%s", pf.Maillog())
+		}
+		time.Sleep(25 * time.Millisecond)
 	}
 }
 
