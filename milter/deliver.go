@@ -295,3 +295,37 @@ func (srv *Server) notifyOwners(ctx context.Context, p *policy.Policy, res *inbo
 		srv.opts.Log.Error("notify owners of skipped members", "list", p.Address, "err", err)
 	}
 }
+
+// Distribute delivers a post that was decided earlier (an approved hold)
+// to the members of list p, every batch through the reinjection listener.
+// It returns the number of members served. Delivery records keep it
+// exactly-once: approving again after a failure resumes.
+func (srv *Server) Distribute(ctx context.Context, p *policy.Policy, msg []byte) (int, error) {
+	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
+	if err != nil {
+		return 0, err
+	}
+	members, err := srv.opts.Keys.Members(ctx, p.Address)
+	if err != nil {
+		return 0, err
+	}
+	lim := srv.opts.Config.Limits
+	res, err := inbound.Examine(inbound.Input{Message: msg, ListKey: listKey, Signers: members.Ring, Now: srv.opts.Now(),
+		Limits: inbound.Limits{MaxMIMEDepth: lim.MaxMIMEDepth, MaxMIMEParts: lim.MaxMIMEParts,
+			MaxHeaderBytes: int(lim.MaxHeaderSize.Bytes), Limits: srv.opts.Config.KeyLimits()}})
+	if err != nil {
+		return 0, err
+	}
+	if res.Encrypted && !res.Integrity {
+		return 0, fmt.Errorf("the held post cannot be decrypted: %v", res.Problems)
+	}
+	id, err := PostID(msg)
+	if err != nil {
+		return 0, err
+	}
+	dl, err := srv.deliver(ctx, p, msg, res, id, false)
+	if err != nil {
+		return 0, err
+	}
+	return dl.count, nil
+}

@@ -12,9 +12,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/admin"
+	"github.com/listcrypt/listcrypt/keyring/workflow"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
 
@@ -26,6 +28,9 @@ const usage = `usage: listcrypt [-c CONFIG] COMMAND ...
   member add LIST ADDRESS --key FILE     register a member with their key (no challenge)
   member list LIST
   member remove LIST ADDRESS
+  member pending LIST                    subscriptions and key changes waiting for a moderator
+  member approve LIST ADDRESS            approve one (the subscriber is told by mail)
+  member reject LIST ADDRESS             reject one (the subscriber is told by mail)
   hold list LIST
   hold show ID
   hold approve ID
@@ -154,6 +159,39 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(out, "member %s removed from %s\n", args[3], args[2])
+	case verb == "member pending":
+		if len(args) != 3 {
+			return usageErr("member pending LIST")
+		}
+		es, err := site.PendingMembers(ctx, args[2])
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			fmt.Fprintln(out, pendingLine(e))
+		}
+	case verb == "member approve", verb == "member reject":
+		if len(args) != 4 {
+			return usageErr("%s LIST ADDRESS", verb)
+		}
+		approve := args[1] == "approve"
+		var e workflow.PendingEntry
+		if approve {
+			e, err = site.ApproveMember(ctx, args[2], args[3])
+		} else {
+			e, err = site.RejectMember(ctx, args[2], args[3])
+		}
+		if err != nil {
+			return err
+		}
+		done := "approved"
+		if !approve {
+			done = "rejected"
+		}
+		fmt.Fprintf(out, "%s of %s on %s %s, key %s\n", e.Kind, e.Address, e.List, done, e.Fingerprint)
+		if e.NoticeErr != nil {
+			fmt.Fprintf(out, "the subscriber could not be told by mail: %v\n", e.NoticeErr)
+		}
 	case verb == "hold list":
 		if len(args) != 3 {
 			return usageErr("hold list LIST")
@@ -188,10 +226,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				out.Write(hp.Raw)
 			}
 		case "approve":
-			if err := site.ApproveHold(ctx, id); err != nil {
+			n, err := site.ApproveHold(ctx, id)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "held post %d approved and delivered\n", id)
+			fmt.Fprintf(out, "held post %d approved and delivered to %d members\n", id, n)
 		case "reject":
 			if err := site.RejectHold(ctx, id); err != nil {
 				return err
@@ -255,4 +294,23 @@ func readKeyFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("key file: %w", err)
 	}
 	return data, nil
+}
+
+// pendingLine is one line of "member pending": address, kind, the
+// fingerprint to compare out of band (in blocks of four), what it
+// replaces, and since when it waits.
+func pendingLine(e workflow.PendingEntry) string {
+	line := fmt.Sprintf("%s\t%s\t%s", e.Address, e.Kind, groupFingerprint(e.Fingerprint))
+	if e.OldFingerprint != "" {
+		line += "\treplaces " + groupFingerprint(e.OldFingerprint)
+	}
+	return line + "\tsince " + e.Since.UTC().Format(time.RFC3339)
+}
+
+func groupFingerprint(f string) string {
+	var parts []string
+	for i := 0; i < len(f); i += 4 {
+		parts = append(parts, f[i:min(i+4, len(f))])
+	}
+	return strings.Join(parts, " ")
 }

@@ -98,6 +98,7 @@ func TestVerbs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	alice := site.AddMember(t, "alice@example.org")
 	raw := milterfix.Build(t, milterfix.Post{From: "alice@example.org", Body: "held body CANARY-42"})
 	sealed, err := keyring.EncryptTo(raw, []*openpgp.Entity{listPub}, keyring.DefaultLimits, time.Now)
 	if err != nil {
@@ -116,10 +117,15 @@ func TestVerbs(t *testing.T) {
 	if out := mustCLI(t, cfg, "hold", "show", "1"); !strings.Contains(out, "CANARY-42") || !strings.Contains(out, "reason: not-signed") {
 		t.Fatalf("hold show: %q", out)
 	}
-	mustCLI(t, cfg, "hold", "approve", "1")
+	if out := mustCLI(t, cfg, "hold", "approve", "1"); out != "held post 1 approved and delivered to 1 members\n" {
+		t.Fatalf("hold approve: %q", out)
+	}
 	got, err := sink.Wait(ctx, 1)
-	if err != nil || !bytes.Contains(got[0].Data, []byte("CANARY-42")) || got[0].To[0] != milterfix.List {
-		t.Fatalf("approved post not delivered: %v %v", got, err)
+	if err != nil || got[0].To[0] != "alice@example.org" || got[0].From != "devs-bounces@lists.example.org" || bytes.Contains(got[0].Data, []byte("CANARY-42")) {
+		t.Fatalf("approved post not delivered encrypted to the member: %v %v", got, err)
+	}
+	if pt := milterfix.DecryptCopy(t, got[0].Data, alice, site.ListKey); !bytes.Contains(pt, []byte("CANARY-42")) {
+		t.Fatalf("member copy: %q", pt)
 	}
 	if _, err := cli(t, cfg, "hold", "approve", "1"); err == nil || !strings.Contains(err.Error(), "already approved") {
 		t.Fatalf("second approve: %v", err)

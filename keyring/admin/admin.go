@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,8 +16,8 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter"
 	"github.com/listcrypt/listcrypt/milter/inbound"
-	"github.com/listcrypt/listcrypt/milter/reinject"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
@@ -256,29 +257,44 @@ func (s *Site) inboundLimits() inbound.Limits {
 		MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: s.Config.KeyLimits()}
 }
 
-// ApproveHold delivers held post id to the list through the reinjection
-// listener and marks it approved. The state moves first (compare-and-set,
-// so two moderators cannot both deliver it) and moves back if the
-// submission fails.
-func (s *Site) ApproveHold(ctx context.Context, id int64) error {
+// ApproveHold delivers held post id to the list's members (the outbound
+// stage, every batch through the reinjection listener) and marks it
+// approved. The state moves first (compare-and-set, so two moderators
+// cannot both deliver it) and moves back if the delivery fails; delivery
+// records make a second approval resume, never repeat.
+func (s *Site) ApproveHold(ctx context.Context, id int64) (recipients int, err error) {
 	hp, err := s.ShowHold(ctx, id)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if hp.State != "held" {
-		return fmt.Errorf("held post %d is already %s", id, hp.State)
+		return 0, fmt.Errorf("held post %d is already %s", id, hp.State)
+	}
+	set, err := policy.LoadDir(s.Config.PolicyDir)
+	if err != nil {
+		return 0, fmt.Errorf("policy files: %w", err)
+	}
+	p := set.Lookup(hp.List)
+	if p == nil {
+		return 0, fmt.Errorf("no policy file for list %s", hp.List)
+	}
+	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
+	if err != nil {
+		return 0, err
 	}
 	if err := s.Store.SetHoldState(ctx, id, "held", "approved"); err != nil {
-		return fmt.Errorf("approve held post %d: %w", id, err)
+		return 0, fmt.Errorf("approve held post %d: %w", id, err)
 	}
-	err = reinject.Send(ctx, s.Config.Reinject.Address, hp.Sender, hp.Recipients, hp.Raw)
+	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, s.Config.KeyLimits()),
+		Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}, set)
+	n, err := srv.Distribute(ctx, p, hp.Raw)
 	if err != nil {
 		if rerr := s.Store.SetHoldState(ctx, id, "approved", "held"); rerr != nil {
-			return fmt.Errorf("deliver held post %d: %w (and it could not be put back: %v)", id, err, rerr)
+			return 0, fmt.Errorf("deliver held post %d: %w (and it could not be put back: %v)", id, err, rerr)
 		}
-		return fmt.Errorf("deliver held post %d: %w", id, err)
+		return 0, fmt.Errorf("deliver held post %d: %w", id, err)
 	}
-	return nil
+	return n, nil
 }
 
 // RejectHold drops held post id.
