@@ -51,18 +51,22 @@ POST_LINE="The release is on Friday at 10:00 UTC. Cake is in the kitchen."
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac
 case ":$PATH:" in *:/sbin:*) ;; *) PATH="$PATH:/sbin" ;; esac
 export PATH
+# gpg's messages are matched below ("Good signature from"): no translations.
+export LC_ALL=C
+unset LANGUAGE
 
 MILTER_PID=""
 PF_STARTED=0
+OWN_DIR=0 # set once $DIR is known to be the demo's: cleanup touches nothing before
 SMTP_PORT=""
 REINJECT_PORT=""
 
 # ---------------------------------------------------------------- output
 
 if [ -t 1 ]; then
-	B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' D=$'\e[2m' N=$'\e[0m'
+	B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'
 else
-	B="" G="" R="" D="" N=""
+	B="" G="" R="" N=""
 fi
 
 step_no=0
@@ -143,13 +147,14 @@ gpg_as() {
 to_crlf() { sed 's/\r$//; s/$/\r/'; }
 
 # send_mail FILE FROM TO REPLYFILE: sends FILE over SMTP to the public
-# smtpd with curl; writes the server's reply to the end of DATA (or to
-# whatever command failed) to REPLYFILE. Returns curl's status.
+# smtpd with curl (the URL path is the EHLO name; without one curl says
+# EHLO with the file's name); writes the server's reply to the end of DATA
+# (or to whatever command failed) to REPLYFILE. Returns curl's status.
 send_mail() {
 	local file=$1 from=$2 to=$3 replyfile=$4 trace rc=0
 	trace="$file.smtp-trace"
 	curl --silent --show-error --verbose --max-time 60 \
-		--url "smtp://127.0.0.1:$SMTP_PORT" --mail-from "$from" --mail-rcpt "$to" \
+		--url "smtp://127.0.0.1:$SMTP_PORT/client.example.org" --mail-from "$from" --mail-rcpt "$to" \
 		--upload-file "$file" 2>"$trace" || rc=$?
 	# The last server reply before QUIT: "< 250 2.0.0 Ok: queued as ..."
 	# or the refusal. curl -v prints server lines as "< ...".
@@ -206,14 +211,15 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	set +e
+	[ "$OWN_DIR" = 1 ] || exit "$rc"
 	if [ "$PF_STARTED" = 1 ] || [ -n "$MILTER_PID" ]; then
 		printf '\n%s== stopping the demo Postfix and listcrypt-milter%s\n' "$B" "$N"
 	fi
 	stop_postfix
 	stop_milter
 	stop_agents
-	if [ "$rc" -ne 0 ] && [ -d "$DIR" ]; then
-		printf '\n%sdemo failed (exit %d). Logs: %s, %s%s\n' "$R" "$rc" "$MAILLOG" "$DIR/milter.log" "$N" >&2
+	if [ "$rc" -ne 0 ]; then
+		printf '\n%sdemo failed (exit %d); everything is in %s%s\n' "$R" "$rc" "$DIR" "$N" >&2
 		if [ -s "$MAILLOG" ]; then
 			echo "--- last lines of $MAILLOG" >&2
 			tail -n 15 "$MAILLOG" >&2
@@ -277,6 +283,7 @@ fresh_folder() {
 		if [ -n "$(ls -A "$DIR" 2>/dev/null)" ] && [ ! -e "$DIR/$MARKER" ]; then
 			die "$DIR exists and was not made by this demo; set DEMO_DIR to another folder"
 		fi
+		OWN_DIR=1
 		# Leftovers of a previous run (killed with -9, say).
 		stop_postfix
 		[ -r "$DIR/milter.pid" ] && stop_milter "$(cat "$DIR/milter.pid")"
@@ -287,6 +294,7 @@ fresh_folder() {
 	mkdir -p "$DIR"
 	chmod 0755 "$DIR"
 	touch "$DIR/$MARKER"
+	OWN_DIR=1
 	# smtpd runs as postfix and must reach the milter socket: every folder
 	# from / down to $DIR/run must be searchable by others.
 	local d=$DIR
@@ -353,6 +361,8 @@ trust-model always
 batch
 pinentry-mode loopback
 EOF
+		# No smartcards here: spares "No SmartCard daemon" noise.
+		echo disable-scdaemon >"$home/gpg-agent.conf"
 		gpg_as "$name" --batch --passphrase '' --quick-gen-key "$Name <$addr>" future-default default never 2>/dev/null ||
 			die "gpg could not make a key for $addr"
 		gpg_as "$name" --armor --export "$addr" >"$DIR/keys/$name.asc"
@@ -552,7 +562,6 @@ start_postfix() {
 	touch -d '1 hour ago' "$PF_ETC/main.cf" "$PF_ETC/master.cf"
 	prepare_queue
 
-	postfix -c "$PF_ETC" check 2>&1 | indent || true
 	MAIL_CONFIG="$PF_ETC" postfix -c "$PF_ETC" start 2>&1 | indent ||
 		die "postfix start failed"
 	PF_STARTED=1
@@ -630,6 +639,7 @@ send_post() {
 	say "checks that alice's registered key signed it and that it is no replay,"
 	say "then encrypts one copy per batch of members and signs it as the list."
 	local reply
+	alive "$MILTER_PID" || die "listcrypt-milter is no longer running; see $DIR/milter.log"
 	send_mail "$DIR/post/post.eml" "$SENDER@$MEMBER_DOMAIN" "$LIST" "$DIR/post/post.reply" ||
 		die "the post was refused: $(cat "$DIR/post/post.reply")"
 	reply=$(cat "$DIR/post/post.reply")
@@ -650,6 +660,11 @@ all_delivered() {
 	done
 }
 
+# maillog_has_deliveries: postlogd has logged one delivery per member.
+maillog_has_deliveries() {
+	[ "$(grep -c 'status=sent' "$MAILLOG")" -ge "${#MEMBERS[@]}" ]
+}
+
 wait_delivery() {
 	step "Waiting for the copies in the members' mailboxes ($MAILDIR)"
 	if ! wait_for 60 "delivery" all_delivered; then
@@ -665,10 +680,17 @@ wait_delivery() {
 		fi
 	done
 	say "the milter's decision (from $DIR/milter.log):"
-	grep -E 'action=|msg=' "$DIR/milter.log" | grep -vi 'listening\|started\|policies' | tail -n 5 | cut -c1-400 | indent || true
-	say "Postfix's deliveries (from $MAILLOG):"
-	grep -E 'status=|listcrypt-reinject' "$MAILLOG" | sed 's/^[A-Z][a-z][a-z] [ 0-9]*[0-9] [0-9:]* //' |
-		grep -E 'status=|connect from' | cut -c1-200 | indent || true
+	grep 'msg=post ' "$DIR/milter.log" | cut -c1-400 | indent || true
+	# postlogd writes the log lines a little after the deliveries.
+	wait_for 5 "maillog" maillog_has_deliveries || true
+	say "Postfix's log (from $MAILLOG): copies received on the reinjection port, deliveries:"
+	grep -E 'listcrypt-reinject/smtpd\[[0-9]+\]: [0-9A-F]+: client=|status=' "$MAILLOG" |
+		sed 's/^[A-Z][a-z][a-z] [ 0-9]*[0-9] [0-9:]* [^ ]* //; s/, delays=[^,]*//' | cut -c1-160 | indent || true
+	local qid to
+	for qid in $(sed -n 's/.*listcrypt-reinject\/smtpd\[[0-9]*\]: \([0-9A-F]*\): client=.*/\1/p' "$MAILLOG"); do
+		to=$(sed -n "s/.* $qid: to=<\([^>]*\)>.*/\1/p" "$MAILLOG" | tr '\n' ' ')
+		say "the copy for ${to% } (a later batch) went through the reinjection port ($qid)"
+	done
 }
 
 # outer_headers FILE: the header block of the first message in an mbox,
@@ -687,7 +709,7 @@ FAILED=()
 read_copies() {
 	local name box out err rc
 	for name in "${MEMBERS[@]}"; do
-		step "${name^} reads the list's copy with ONLY her/his own GnuPG home"
+		step "${name^} reads the list's copy, with nothing but ${name^}'s own GnuPG home"
 		box="$MAILDIR/$name"
 		if ! delivered "$name"; then
 			bad "no copy for $name"
@@ -706,7 +728,7 @@ read_copies() {
 		sed -n '/^-----BEGIN PGP MESSAGE-----/,/^-----END PGP MESSAGE-----/p' "$box" |
 			GNUPGHOME="$DIR/gnupg/$name" gpg --decrypt >"$out" 2>"$err" || rc=$?
 		say "gpg said (exit $rc):"
-		indent <"$err"
+		grep -v 'scdaemon' "$err" | indent
 		say "decrypted content:"
 		tr -d '\r' <"$out" | indent
 		if grep -q 'Good signature from "devs <devs@lists.example.org>"' "$err" &&
@@ -742,7 +764,22 @@ EOF
 		ok "refused with 550: the sender's own MTA tells them why (no bounce from the list)"
 	else
 		bad "expected a 550 refusal (curl exit $rc)"
-		PLAIN_OK=0
+		REFUSALS_OK=0
+	fi
+}
+
+send_replay() {
+	step "Someone replays alice's post (the very same message again): refused"
+	local reply rc=0
+	send_mail "$DIR/post/post.eml" "$SENDER@$MEMBER_DOMAIN" "$LIST" "$DIR/post/replay.reply" || rc=$?
+	reply=$(cat "$DIR/post/replay.reply")
+	say "SMTP reply: $reply"
+	REPLAY_REPLY=$reply
+	if [ "$rc" -ne 0 ] && [[ $reply == 5* ]]; then
+		ok "refused: the list remembers signatures and ciphertexts it has seen"
+	else
+		bad "expected a 5xx refusal of the replay (curl exit $rc)"
+		REFUSALS_OK=0
 	fi
 }
 
@@ -753,13 +790,15 @@ summary() {
 	say "decrypted by:     ${DECRYPTED[*]:-nobody}"
 	[ "${#FAILED[@]}" -eq 0 ] || say "${R}NOT decrypted by: ${FAILED[*]}${N}"
 	say "plain post:       $PLAIN_REPLY"
+	say "replayed post:    $REPLAY_REPLY"
 	say "demo folder:      $DIR (kept: mailboxes in mail/, logs maillog and milter.log)"
 }
 
 # ---------------------------------------------------------------- main
 
-PLAIN_OK=1
+REFUSALS_OK=1
 PLAIN_REPLY=""
+REPLAY_REPLY=""
 main() {
 	local began=$SECONDS
 	preflight
@@ -780,8 +819,9 @@ main() {
 	wait_delivery
 	read_copies
 	send_plain
+	send_replay
 	summary
-	if [ "${#FAILED[@]}" -ne 0 ] || [ "$PLAIN_OK" -ne 1 ]; then
+	if [ "${#FAILED[@]}" -ne 0 ] || [ "$REFUSALS_OK" -ne 1 ]; then
 		printf '\n%sdemo FAILED in %ds%s\n' "$R" $((SECONDS - began)) "$N"
 		return 1
 	fi
