@@ -97,6 +97,21 @@ CREATE INDEX challenges_expires_at ON challenges(expires_at)`,
 	PRIMARY KEY (list, post_id, address)
 );
 CREATE INDEX delivered_recipients_delivered_at ON delivered_recipients(delivered_at)`,
+	// 3: keys sent to the responder that are not (yet) a member's
+	// registered key: "key set" / "key change" waiting for "key confirm",
+	// and confirmed key changes waiting for a moderator.
+	`CREATE TABLE pending_keys (
+	list        TEXT NOT NULL REFERENCES lists(address) ON DELETE CASCADE,
+	address     TEXT NOT NULL,
+	fingerprint TEXT NOT NULL,
+	public_key  {{BLOB}} NOT NULL,
+	purpose     TEXT NOT NULL CHECK (purpose IN ('set', 'change')),
+	state       TEXT NOT NULL CHECK (state IN ('unconfirmed', 'confirmed')),
+	created_at  TIMESTAMP NOT NULL,
+	updated_at  TIMESTAMP NOT NULL,
+	PRIMARY KEY (list, address, fingerprint)
+);
+CREATE INDEX challenges_list_expires_at ON challenges(list, expires_at)`,
 }
 
 // typeMap holds the per-engine spelling of the types that differ.

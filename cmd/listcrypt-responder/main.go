@@ -1,0 +1,78 @@
+// Command listcrypt-responder answers one command mail for
+// LIST-request@DOMAIN, read on standard input: the MTA runs it as a
+// Postfix pipe(8) transport or a Sendmail prog mailer (contrib/postfix,
+// contrib/sendmail). The commands and replies are in docs/responder.md.
+//
+//	listcrypt-responder [-c CONFIG] [--recipient ADDRESS]
+//
+// Exit status per sysexits.h: 0 answered (or deliberately ignored), 65
+// (EX_DATAERR) a message it cannot parse, 67 (EX_NOUSER) no list has this
+// request address, 75 (EX_TEMPFAIL) anything transient (and config or
+// usage errors, so that no mail is lost while the admin fixes them): the
+// MTA keeps the mail and retries.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/keyring/workflow"
+	"github.com/listcrypt/listcrypt/policy/config"
+)
+
+// timeout bounds one command mail, reply submission included.
+const timeout = 5 * time.Minute
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stderr io.Writer) int {
+	fail := func(code int, format string, a ...any) int {
+		fmt.Fprintf(stderr, "listcrypt-responder: "+format+"\n", a...)
+		return code
+	}
+	fs := flag.NewFlagSet("listcrypt-responder", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfgPath := fs.String("c", config.DefaultPath, "site config file")
+	recipient := fs.String("recipient", "", "the LIST-request address the MTA delivered to (Postfix: ${recipient})")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		return fail(workflow.ExitTempFail, "usage: listcrypt-responder [-c CONFIG] [--recipient ADDRESS] < message")
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return fail(workflow.ExitTempFail, "%v", err)
+	}
+	max := cfg.Limits.MaxMessageSize.Bytes
+	msg, err := io.ReadAll(io.LimitReader(stdin, max+1))
+	if err != nil {
+		return fail(workflow.ExitTempFail, "reading the message: %v", err)
+	}
+	if int64(len(msg)) > max {
+		return fail(workflow.ExitDataErr, "message larger than limits.max_message_size (%d bytes)", max)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	log := config.NewLogger(cfg, stderr)
+	st, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return fail(workflow.ExitTempFail, "%v", err)
+	}
+	defer st.Close()
+	if err := st.CheckSchema(ctx); err != nil {
+		return fail(workflow.ExitTempFail, "%v", err)
+	}
+	r, err := workflow.New(cfg, st, log)
+	if err != nil {
+		return fail(workflow.ExitTempFail, "%v", err)
+	}
+	if _, err := r.Handle(ctx, msg, *recipient); err != nil {
+		return fail(workflow.ExitCode(err), "%v", err)
+	}
+	return workflow.ExitOK
+}

@@ -1,0 +1,508 @@
+// Package workflow carries out the key workflows of the command
+// responder (listcrypt-responder, the MTA's pipe transport for
+// LIST-request@DOMAIN) and of list moderation: subscribe and unsubscribe,
+// key set / confirm / change / revoke by mail, key get / show, help, and
+// the moderator's pending / approve / reject. docs/responder.md describes
+// the commands, the statement, the tokens and every reply.
+//
+// Every state change is one store transaction (store.ApplyKeyStep) that
+// also uses up the command's token, so a token counts at most once even
+// when two copies of a command race. The reply is submitted inside that
+// transaction, just before the commit: if it cannot be submitted nothing
+// changes and the MTA retries the command (exit 75).
+package workflow
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/inbound"
+	"github.com/listcrypt/listcrypt/policy"
+	"github.com/listcrypt/listcrypt/policy/config"
+)
+
+// Errors that decide the responder's exit status (see ExitCode).
+var (
+	// ErrUnparseable: the input is not a mail the responder can answer
+	// (no header, no usable From). Exit 65, EX_DATAERR: the MTA bounces it.
+	ErrUnparseable = errors.New("unparseable command mail")
+	// ErrUnknownList: the recipient is no list's request address.
+	// Exit 67, EX_NOUSER.
+	ErrUnknownList = errors.New("no list has this request address")
+)
+
+// Exit codes (sysexits.h).
+const (
+	ExitOK       = 0
+	ExitDataErr  = 65
+	ExitNoUser   = 67
+	ExitTempFail = 75
+)
+
+// ExitCode maps Handle's error to the process exit status: 0 for nil,
+// 65 and 67 for the permanent errors above, 75 (the MTA retries) for
+// everything else: database, keys, submission of the reply.
+func ExitCode(err error) int {
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, ErrUnparseable):
+		return ExitDataErr
+	case errors.Is(err, ErrUnknownList):
+		return ExitNoUser
+	}
+	return ExitTempFail
+}
+
+// Responder answers command mails and carries out moderation.
+type Responder struct {
+	Config   *config.Config
+	Store    *store.Store
+	Policies *policy.Set
+	Keys     *keyring.Cache
+	Mail     Mailer
+	Log      *slog.Logger
+	Now      func() time.Time
+	Rand     io.Reader
+}
+
+// New returns a Responder for the site: the policies of cfg.PolicyDir,
+// list keys opened with the site passphrase, replies submitted to
+// [reinject] address.
+func New(cfg *config.Config, st *store.Store, log *slog.Logger) (*Responder, error) {
+	pass, err := keyring.LoadPassphrase(cfg.PassphraseFile)
+	if err != nil {
+		return nil, err
+	}
+	set, err := policy.LoadDir(cfg.PolicyDir)
+	if err != nil {
+		return nil, fmt.Errorf("policy files: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Responder{
+		Config:   cfg,
+		Store:    st,
+		Policies: set,
+		Keys:     keyring.NewCache(st, pass, cfg.KeyLimits()),
+		Mail:     ReinjectMailer{Address: cfg.Reinject.Address},
+		Log:      log,
+		Now:      time.Now,
+		Rand:     rand.Reader,
+	}, nil
+}
+
+// Outcome says what Handle did, for the log line.
+type Outcome struct {
+	List    string
+	From    string
+	Command string // the verb, "" when none was found
+	Result  string // "done", "refused", "ignored"
+	Reason  string // why it was refused or ignored; never a token
+}
+
+// request is one command mail being handled.
+type request struct {
+	p       *policy.Policy
+	listKey *openpgp.Entity
+	from    string
+	msgID   string
+	now     time.Time
+	member  *store.Member // nil: not a member
+	memberE *openpgp.Entity
+	pending []store.PendingKey
+	pendE   map[string]*openpgp.Entity // fingerprint -> parsed pending key
+	cmd     Command
+	content *content
+	// signer is the fingerprint of the key whose valid signature covers
+	// the whole content (no unsigned or mixed parts); "" otherwise.
+	signer string
+	// unreadable says why the content could not be read.
+	unreadable string
+	out        *Outcome
+}
+
+// Handle answers one command mail. recipient is the request address the
+// MTA delivered it to ("" to take it from the headers). A nil error means
+// the mail was answered (or deliberately ignored); see ExitCode.
+func (r *Responder) Handle(ctx context.Context, msg []byte, recipient string) (*Outcome, error) {
+	out := &Outcome{}
+	err := r.handle(ctx, msg, recipient, out)
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelError
+	}
+	r.Log.Log(ctx, level, "command", "list", out.List, "from", out.From, "command", out.Command,
+		"result", out.Result, "reason", out.Reason, "err", err)
+	return out, err
+}
+
+// maxHeader bounds the top-level header of a command mail.
+const maxHeader = 256 << 10
+
+func (r *Responder) handle(ctx context.Context, msg []byte, recipient string, out *Outcome) error {
+	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(bytes.NewReader(msg), maxHeader)))
+	if err != nil {
+		out.Result, out.Reason = "ignored", "header: "+err.Error()
+		return fmt.Errorf("%w: header: %v", ErrUnparseable, err)
+	}
+	p := r.findList(recipient, h)
+	if p == nil {
+		out.Result, out.Reason = "ignored", "unknown request address"
+		if recipient == "" {
+			return fmt.Errorf("%w: no recipient given and no list request address in the headers", ErrUnknownList)
+		}
+		return fmt.Errorf("%w: %s", ErrUnknownList, recipient)
+	}
+	out.List = p.Address
+	from := policy.NormalizeAddress(h.Get("From"))
+	if !policy.ValidAddress(from) {
+		out.Result, out.Reason = "ignored", "no usable From address"
+		return fmt.Errorf("%w: From %q is not an address", ErrUnparseable, shorten(h.Get("From"), 80))
+	}
+	out.From = from
+	if why := r.mustNotAnswer(p, h, from); why != "" {
+		out.Result, out.Reason = "ignored", why
+		return nil
+	}
+	now := r.Now()
+	listKey, err := r.Keys.ListKey(ctx, p.Address)
+	if err != nil {
+		return err
+	}
+	rq := &request{p: p, listKey: listKey, from: from, msgID: strings.TrimSpace(h.Get("Message-Id")), now: now, out: out}
+	if err := r.loadMember(ctx, rq); err != nil {
+		return err
+	}
+	r.open(rq, msg)
+	if rq.unreadable != "" {
+		out.Command = ""
+		return r.refuse(ctx, rq, "unreadable", "Your message could not be read", textUnreadable(rq))
+	}
+	cmd, err := ParseCommand(h.Get("Subject"), rq.content.text)
+	var se *SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return r.refuse(ctx, rq, "syntax", "Your command could not be understood", textSyntax(rq, se))
+	case errors.Is(err, ErrNoCommand):
+		return r.refuse(ctx, rq, "no command", "Commands for "+p.Address, textNoCommand(rq))
+	case err != nil:
+		return err
+	}
+	rq.cmd = cmd
+	out.Command = string(cmd.Verb)
+	switch cmd.Verb {
+	case VerbHelp:
+		return r.help(ctx, rq)
+	case VerbSubscribe:
+		return r.subscribe(ctx, rq)
+	case VerbUnsubscribe:
+		return r.unsubscribe(ctx, rq)
+	case VerbKeySet:
+		return r.keySet(ctx, rq)
+	case VerbKeyConfirm:
+		return r.keyConfirm(ctx, rq)
+	case VerbKeyChange:
+		return r.keyChange(ctx, rq)
+	case VerbKeyRevoke:
+		return r.keyRevoke(ctx, rq)
+	case VerbKeyGet:
+		return r.keyGet(ctx, rq)
+	case VerbKeyShow:
+		return r.keyShow(ctx, rq)
+	}
+	return fmt.Errorf("command %q not handled", cmd.Verb)
+}
+
+// findList maps the request address to its list: recipient, else the
+// first header naming one.
+func (r *Responder) findList(recipient string, h textproto.Header) *policy.Policy {
+	byRequest := map[string]*policy.Policy{}
+	for _, a := range r.Policies.Addresses() {
+		p := r.Policies.Lookup(a)
+		byRequest[p.RequestAddress()] = p
+	}
+	if recipient != "" {
+		return byRequest[policy.NormalizeAddress(recipient)]
+	}
+	for _, name := range []string{"Delivered-To", "X-Original-To", "To", "Cc"} {
+		for _, v := range h.Values(name) {
+			for _, a := range strings.Split(v, ",") {
+				if p := byRequest[policy.NormalizeAddress(a)]; p != nil {
+					return p
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// mustNotAnswer says why a mail must get no reply (RFC 3834 §2: no
+// answers to automatic mail, bounces or the list's own mail), or "".
+func (r *Responder) mustNotAnswer(p *policy.Policy, h textproto.Header, from string) string {
+	if v := strings.ToLower(strings.TrimSpace(h.Get("Auto-Submitted"))); v != "" && v != "no" {
+		return "Auto-Submitted: " + shorten(v, 40)
+	}
+	switch strings.ToLower(strings.TrimSpace(h.Get("Precedence"))) {
+	case "bulk", "junk", "list":
+		return "Precedence: " + h.Get("Precedence")
+	}
+	if rp := strings.TrimSpace(h.Get("Return-Path")); rp == "<>" {
+		return "null envelope sender (a bounce)"
+	}
+	local, _, _ := strings.Cut(from, "@")
+	switch local {
+	case "mailer-daemon", "postmaster", "noreply", "no-reply":
+		return "From " + local
+	}
+	switch from {
+	case p.Address, p.RequestAddress(), p.BounceAddress():
+		return "From the list itself"
+	}
+	return ""
+}
+
+// loadMember reads the sender's membership, registered key and pending
+// keys.
+func (r *Responder) loadMember(ctx context.Context, rq *request) error {
+	m, err := r.Store.GetMember(ctx, rq.p.Address, rq.from)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		rq.member = &m
+		if len(m.PublicKey) > 0 {
+			e, err := keyring.ParseStoredKey(m.PublicKey, r.Config.KeyLimits())
+			if err != nil {
+				return fmt.Errorf("registered key of %s: %w", rq.from, err)
+			}
+			rq.memberE = e
+		}
+	}
+	rq.pending, err = r.Store.PendingKeys(ctx, rq.p.Address, rq.from)
+	if err != nil {
+		return err
+	}
+	rq.pendE = map[string]*openpgp.Entity{}
+	for _, pk := range rq.pending {
+		e, err := keyring.ParseStoredKey(pk.PublicKey, r.Config.KeyLimits())
+		if err != nil {
+			return fmt.Errorf("pending key %s of %s: %w", pk.Fingerprint, rq.from, err)
+		}
+		rq.pendE[pk.Fingerprint] = e
+	}
+	return nil
+}
+
+// open examines the mail with the list key (decryption) and the sender's
+// registered and pending keys (signature), and reads its content.
+func (r *Responder) open(rq *request, msg []byte) {
+	var reg []keyring.RegisteredKey
+	if rq.memberE != nil {
+		reg = append(reg, keyring.RegisteredKey{Address: rq.from, Fingerprint: rq.member.Fingerprint, Entity: rq.memberE})
+	}
+	for fpr, e := range rq.pendE {
+		reg = append(reg, keyring.RegisteredKey{Address: rq.from, Fingerprint: fpr, Entity: e})
+	}
+	l := r.Config.Limits
+	res, err := inbound.Examine(inbound.Input{
+		Message: msg, ListKey: rq.listKey, Signers: keyring.NewMemberKeyRing(reg), Now: rq.now,
+		Limits: inbound.Limits{MaxMIMEDepth: l.MaxMIMEDepth, MaxMIMEParts: l.MaxMIMEParts,
+			MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: r.Config.KeyLimits()},
+	})
+	if err != nil {
+		rq.unreadable = err.Error()
+		return
+	}
+	if res.Kind == inbound.Unknown {
+		rq.unreadable = problemText(res)
+		return
+	}
+	entity := msg
+	switch {
+	case res.Encrypted && res.Plaintext == nil:
+		rq.unreadable = problemText(res)
+		return
+	case res.Kind == inbound.PGPMIMEEncrypted:
+		entity = res.Plaintext
+	case res.Kind == inbound.InlineEncrypted, res.Kind == inbound.InlineSigned && res.Plaintext != nil:
+		// Inline PGP: the decrypted (or signed-only) literal text. A
+		// cleartext signature (Plaintext nil) is unwrapped by readEntity.
+		entity = append([]byte("Content-Type: text/plain\r\n\r\n"), res.Plaintext...)
+	}
+	c, err := readEntity(entity)
+	if err != nil {
+		rq.unreadable = err.Error()
+		return
+	}
+	rq.content = c
+	if res.Sig == inbound.SigValid && len(res.Problems) == 0 {
+		rq.signer = res.SignerFingerprint
+	}
+}
+
+func problemText(res *inbound.Result) string {
+	if len(res.Problems) == 0 {
+		return "it has no readable content"
+	}
+	var parts []string
+	for _, p := range res.Problems {
+		parts = append(parts, p.Error())
+	}
+	return strings.Join(parts, "; ")
+}
+
+// usableKey returns the sender's registered key if the list can encrypt
+// to it now, else nil.
+func (r *Responder) usableKey(rq *request) *openpgp.Entity {
+	if rq.memberE == nil {
+		return nil
+	}
+	cfg := keyring.PacketConfig(r.Config.KeyLimits(), func() time.Time { return rq.now })
+	if _, err := rq.memberE.EncryptionKeyWithError(rq.now, cfg); err != nil {
+		return nil
+	}
+	return rq.memberE
+}
+
+// reply sends text to the sender, signed by the list key and encrypted to
+// encryptTo (nil: the sender's registered key when usable).
+func (r *Responder) reply(ctx context.Context, rq *request, subject, text string, encryptTo *openpgp.Entity, key string) error {
+	data, err := r.composeReply(rq, subject, text, encryptTo, key)
+	if err != nil {
+		return err
+	}
+	return r.submit(ctx, rq.p, rq.from, data)
+}
+
+func (r *Responder) composeReply(rq *request, subject, text string, encryptTo *openpgp.Entity, key string) ([]byte, error) {
+	if encryptTo == nil {
+		encryptTo = r.usableKey(rq)
+	}
+	m := mail{
+		From: rq.p.RequestAddress(), FromName: rq.p.Address + " (listcrypt)", To: rq.from,
+		Subject: subject, Text: text, InReplyTo: rq.msgID, EncryptTo: encryptTo,
+	}
+	if key != "" {
+		m.Key, m.KeyName = key, rq.p.Address+".asc"
+	}
+	data, err := compose(m, rq.listKey, rq.now, r.Rand, r.Config.KeyLimits())
+	if err != nil {
+		return nil, fmt.Errorf("compose reply to %s: %w", rq.from, err)
+	}
+	return data, nil
+}
+
+func (r *Responder) send(ctx context.Context, p *policy.Policy, listKey *openpgp.Entity, m mail, now time.Time) error {
+	data, err := compose(m, listKey, now, r.Rand, r.Config.KeyLimits())
+	if err != nil {
+		return fmt.Errorf("compose mail to %s: %w", m.To, err)
+	}
+	return r.submit(ctx, p, m.To, data)
+}
+
+func (r *Responder) submit(ctx context.Context, p *policy.Policy, to string, data []byte) error {
+	if err := r.Mail.Send(ctx, p.BounceAddress(), []string{to}, data); err != nil {
+		return fmt.Errorf("send mail to %s: %w", to, err)
+	}
+	return nil
+}
+
+// refuse answers with why the command changed nothing.
+func (r *Responder) refuse(ctx context.Context, rq *request, reason, subject, text string) error {
+	rq.out.Result, rq.out.Reason = "refused", reason
+	return r.reply(ctx, rq, subject, text, nil, "")
+}
+
+// done records success and sends the reply (commands that change
+// nothing).
+func (r *Responder) done(ctx context.Context, rq *request, subject, text string, encryptTo *openpgp.Entity, key string) error {
+	rq.out.Result = "done"
+	return r.reply(ctx, rq, subject, text, encryptTo, key)
+}
+
+// change applies st and sends the reply in its transaction (see
+// store.KeyStep.BeforeCommit): both happen, or neither. When the token
+// was used or the state changed meanwhile (a racing copy of the command),
+// the sender is told instead.
+func (r *Responder) change(ctx context.Context, rq *request, st store.KeyStep, subject, text string, encryptTo *openpgp.Entity) error {
+	data, err := r.composeReply(rq, subject, text, encryptTo, "")
+	if err != nil {
+		return err
+	}
+	st.List, st.Address, st.Now = rq.p.Address, rq.from, rq.now
+	st.PrunePendingBefore = rq.now.Add(-rq.p.Keys.TokenExpiry.D)
+	st.PruneChallengesBefore = rq.now.Add(-30 * 24 * time.Hour)
+	st.BeforeCommit = func() error { return r.submit(ctx, rq.p, rq.from, data) }
+	err = r.Store.ApplyKeyStep(ctx, st)
+	switch {
+	case err == nil:
+		rq.out.Result = "done"
+		return nil
+	case errors.Is(err, store.ErrUsed):
+		return r.refuse(ctx, rq, "token used", "Your command for "+rq.p.Address+" was refused", textToken(rq, "token used", store.Challenge{}))
+	case errors.Is(err, store.ErrExpired):
+		return r.refuse(ctx, rq, "token expired", "Your command for "+rq.p.Address+" was refused", textToken(rq, "token expired", store.Challenge{ExpiresAt: rq.now}))
+	case errors.Is(err, store.ErrConflict):
+		return r.refuse(ctx, rq, "changed meanwhile", "Your command for "+rq.p.Address+" was refused", textConflict(rq))
+	}
+	return err
+}
+
+// token returns a new token and the challenge that stores its hash.
+func (r *Responder) token(rq *request, verb Verb, fpr string) (string, store.Challenge, error) {
+	tok, err := NewToken(r.Rand)
+	if err != nil {
+		return "", store.Challenge{}, err
+	}
+	return tok, store.Challenge{
+		TokenHash: HashToken(tok), Command: string(verb), Fingerprint: fpr,
+		CreatedAt: rq.now, ExpiresAt: rq.now.Add(rq.p.Keys.TokenExpiry.D),
+	}, nil
+}
+
+// checkToken looks the command's token up without using it, and says
+// why it cannot be used ("" when it can).
+func (r *Responder) checkToken(ctx context.Context, rq *request, verb Verb) (store.Challenge, string, error) {
+	c, err := r.Store.PeekChallenge(ctx, HashToken(rq.cmd.Token))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return c, "unknown token", nil
+	case err != nil:
+		return c, "", err
+	case c.List != rq.p.Address || c.Address != rq.from:
+		return c, "token of another address", nil
+	case c.Command != string(verb):
+		return c, "token for " + c.Command, nil
+	case !c.UsedAt.IsZero():
+		return c, "token used", nil
+	case !rq.now.Before(c.ExpiresAt):
+		return c, "token expired", nil
+	}
+	return c, "", nil
+}
+
+// keyIDs are the primary and subkey IDs of e.
+func keyIDs(e *openpgp.Entity) []uint64 {
+	ids := []uint64{e.PrimaryKey.KeyId}
+	for _, sk := range e.Subkeys {
+		ids = append(ids, sk.PublicKey.KeyId)
+	}
+	return ids
+}
