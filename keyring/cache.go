@@ -103,7 +103,9 @@ func (c *Cache) Members(ctx context.Context, list string) (*MemberSet, error) {
 		if m.State != "active" || len(m.PublicKey) == 0 {
 			continue
 		}
-		e, err := c.parse(m.Fingerprint, m.PublicKey)
+		// Parsed keys are per list: go-crypto mutates an Entity while using
+		// it, and the milter serialises work per list, not per key.
+		e, err := c.parse(list+"\x00"+m.Fingerprint, m.PublicKey)
 		if err != nil {
 			return nil, fmt.Errorf("key of %s on %s: %w", m.Address, list, err)
 		}
@@ -118,9 +120,9 @@ func (c *Cache) Members(ctx context.Context, list string) (*MemberSet, error) {
 	return ms, nil
 }
 
-func (c *Cache) parse(fpr string, bin []byte) (*openpgp.Entity, error) {
+func (c *Cache) parse(key string, bin []byte) (*openpgp.Entity, error) {
 	c.mu.Lock()
-	p := c.parsed[fpr]
+	p := c.parsed[key]
 	c.mu.Unlock()
 	if p != nil && p.binary == string(bin) {
 		return p.entity, nil
@@ -130,7 +132,7 @@ func (c *Cache) parse(fpr string, bin []byte) (*openpgp.Entity, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.parsed[fpr] = &parsedKey{binary: string(bin), entity: e}
+	c.parsed[key] = &parsedKey{binary: string(bin), entity: e}
 	c.mu.Unlock()
 	return e, nil
 }

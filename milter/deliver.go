@@ -301,6 +301,7 @@ func (srv *Server) notifyOwners(ctx context.Context, p *policy.Policy, res *inbo
 // It returns the number of members served. Delivery records keep it
 // exactly-once: approving again after a failure resumes.
 func (srv *Server) Distribute(ctx context.Context, p *policy.Policy, msg []byte) (int, error) {
+	defer srv.lockLists([]*policy.Policy{p})()
 	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
 	if err != nil {
 		return 0, err

@@ -3,6 +3,7 @@ package milter_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -392,5 +393,40 @@ func TestReloadKeepsLastGoodPolicy(t *testing.T) {
 	}
 	if r := f.post(milterfix.Post{From: "alice@example.org", Body: "plain ok now"}); r.action.Code != gomilter.ActAccept {
 		t.Fatalf("after reload: %+v", r.action)
+	}
+}
+
+// Posts on several MTA connections at once share the list's keys; with
+// -race this proves the per-list serialisation of the OpenPGP work.
+func TestConcurrentPosts(t *testing.T) {
+	f := newFixture(t, "")
+	list := []*openpgp.Entity{f.site.ListKey}
+	var msgs [][]byte
+	for i := range 16 {
+		from, key := "alice@example.org", f.alice
+		if i%2 == 1 {
+			from, key = "bob@example.org", f.bob
+		}
+		msgs = append(msgs, milterfix.Build(t, milterfix.Post{From: from, SignWith: key, EncryptTo: list, Body: fmt.Sprintf("post %d", i)}))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, len(msgs))
+	for i, msg := range msgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from := "alice@example.org"
+			if i%2 == 1 {
+				from = "bob@example.org"
+			}
+			if r := f.mta.send(from, []string{milterfix.List}, msg); r.action.Code != gomilter.ActAccept {
+				errs <- fmt.Sprintf("post %d: %+v", i, r.action)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }

@@ -43,6 +43,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 	msg = append(msg, "\r\n"...)
 	msg = append(msg, s.body.Bytes()...)
 	tempfail := s.refuse(451, "4.3.0", "temporary failure processing the list post; please try again later")
+	defer srv.lockLists(s.lists)()
 
 	outs := make([]outcome, 0, len(s.lists))
 	infos := make([]postInfo, 0, len(s.lists))

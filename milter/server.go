@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,11 @@ type Server struct {
 	policies atomic.Pointer[policy.Set]
 	mil      *gomilter.Server
 	keyCache *outbound.KeyCache
+
+	// listLocks serialise the OpenPGP work on one list's keys: go-crypto
+	// writes into shared key objects while it verifies and selects keys
+	// (caught by -race), and a list's keys are shared by its sessions.
+	listLocks sync.Map // list address -> *sync.Mutex
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -170,4 +176,27 @@ func (c *trackedConn) Close() error {
 		s.wg.Done()
 	})
 	return err
+}
+
+// lockLists locks the lists' mutexes in address order (no deadlock
+// between two transactions addressing the same lists) and returns the
+// unlock function.
+func (s *Server) lockLists(lists []*policy.Policy) func() {
+	addrs := make([]string, 0, len(lists))
+	for _, p := range lists {
+		addrs = append(addrs, p.Address)
+	}
+	sort.Strings(addrs)
+	var held []*sync.Mutex
+	for _, a := range addrs {
+		m, _ := s.listLocks.LoadOrStore(a, &sync.Mutex{})
+		mu := m.(*sync.Mutex)
+		mu.Lock()
+		held = append(held, mu)
+	}
+	return func() {
+		for i := len(held) - 1; i >= 0; i-- {
+			held[i].Unlock()
+		}
+	}
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -95,6 +97,13 @@ func (p *Prepared) resolve(r Recipient) (member, error) {
 		m.addr = r.Address
 		return m, nil
 	}
+	// go-crypto records verification results in the Entity's signature
+	// packets while it selects a key: not safe for concurrent use of one
+	// Entity (the member cache shares them between sessions, and a list
+	// may give one key to several addresses).
+	mu := entityLock(r.Key)
+	mu.Lock()
+	defer mu.Unlock()
 	k, err := r.Key.EncryptionKeyWithError(now, p.cfg)
 	if err != nil {
 		return member{}, fmt.Errorf("outbound: recipient %s: key %X cannot encrypt: %w", r.Address, r.Key.PrimaryKey.Fingerprint, err)
@@ -112,6 +121,18 @@ func (p *Prepared) resolve(r Recipient) (member, error) {
 	}
 	p.p.KeyCache.put(r.Key, m, now, k)
 	return m, nil
+}
+
+// entityLocks serialise go-crypto's key selection per Entity (striped by
+// fingerprint).
+var entityLocks [64]sync.Mutex
+
+func entityLock(e *openpgp.Entity) *sync.Mutex {
+	var h byte
+	if fp := e.PrimaryKey.Fingerprint; len(fp) > 0 {
+		h = fp[len(fp)-1]
+	}
+	return &entityLocks[int(h)%len(entityLocks)]
 }
 
 // chooseSuite picks the data packet for a batch as go-crypto's own

@@ -55,14 +55,13 @@ func armoredPart(t *testing.T, msg []byte) []byte {
 // --allow-hidden, which Thunderbird's RNP uses), so rnp members need a
 // list with hide_recipients = false, which this test covers.
 func TestInterop(t *testing.T) {
-	now := time.Now()
 	listPub, err := keyring.ArmorPublicKey(testListKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	parse := func(name string, pub []byte) Recipient {
 		t.Helper()
-		mk, err := keyring.ParseMemberKey(pub, keyring.DefaultLimits, now)
+		mk, err := keyring.ParseMemberKey(pub, keyring.DefaultLimits, time.Now())
 		if err != nil {
 			t.Fatalf("%s key: %v", name, err)
 		}

@@ -331,15 +331,14 @@ func Prepare(post Post, params Params) (*Prepared, error) {
 
 	var signed bytes.Buffer
 	signed.Grow(len(inner) + 1024)
-	w, err := openpgp.SignWithParams(&signed, []*openpgp.Entity{params.ListKey}, &openpgp.SignParams{Config: pr.cfg})
+	// Signing selects (verifies) the signing key, which go-crypto records
+	// in the Entity: serialise uses of the shared list key.
+	mu := entityLock(params.ListKey)
+	mu.Lock()
+	err = sign(&signed, inner, params.ListKey, pr.cfg)
+	mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("outbound: sign with the list key: %w", err)
-	}
-	if _, err := w.Write(inner); err != nil {
-		return nil, fmt.Errorf("outbound: sign with the list key: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("outbound: sign with the list key: %w", err)
+		return nil, err
 	}
 	pr.signed = signed.Bytes()
 
@@ -360,3 +359,19 @@ func (p *Prepared) EnvelopeFrom() string { return p.p.BounceAddress }
 // The milter sets these on batch 1 and removes every other field of the
 // original message except trace fields (Received, Return-Path).
 func (p *Prepared) Header() []Field { return append([]Field(nil), p.header...) }
+
+// sign writes data as a signed OpenPGP message (one-pass signature,
+// literal data, signature; RFC 9580 §10.3) by key to w.
+func sign(w io.Writer, data []byte, key *openpgp.Entity, cfg *packet.Config) error {
+	sw, err := openpgp.SignWithParams(w, []*openpgp.Entity{key}, &openpgp.SignParams{Config: cfg})
+	if err != nil {
+		return fmt.Errorf("outbound: sign with the list key: %w", err)
+	}
+	if _, err := sw.Write(data); err != nil {
+		return fmt.Errorf("outbound: sign with the list key: %w", err)
+	}
+	if err := sw.Close(); err != nil {
+		return fmt.Errorf("outbound: sign with the list key: %w", err)
+	}
+	return nil
+}

@@ -774,3 +774,32 @@ func TestNoHeaderInjection(t *testing.T) {
 		t.Fatalf("header injected inside: %q", inner)
 	}
 }
+
+// TestConcurrentPosts: sessions share the list key and member keys (the
+// member cache hands out the same *Entity); go-crypto writes into them
+// while verifying, so outbound serialises that. Run with -race.
+func TestConcurrentPosts(t *testing.T) {
+	rs := recipients(t, 20, legacyX25519)
+	shared := memberKey(t, "shared", legacyX25519)
+	rs = append(rs, Recipient{"alias1@example.net", shared}, Recipient{"alias2@example.net", shared})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			p := testParams(t)
+			p.Rand, p.BatchSize = nil, 5
+			pr, err := Prepare(testPost(), p)
+			if err == nil {
+				_, err = pr.Batches(rs)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
