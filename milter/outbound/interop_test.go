@@ -17,7 +17,7 @@ import (
 
 // armoredPart returns the armored OpenPGP message of a PGP/MIME message,
 // as a member's mail client hands it to its OpenPGP tool.
-func armoredPart(t *testing.T, msg []byte) []byte {
+func armoredPart(t testing.TB, msg []byte) []byte {
 	t.Helper()
 	br := bufio.NewReader(bytes.NewReader(msg))
 	h, err := textproto.ReadHeader(br)
