@@ -72,7 +72,10 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 		switch {
 		case usable:
 			encrypted = append(encrypted, outbound.Recipient{Address: a, Key: e})
-		case p.Distribute.Encrypt == "require":
+		case p.Distribute.Encrypt == "require" || res.Encrypted:
+			// A post that came in encrypted never goes out in clear,
+			// whatever distribute.encrypt says: its plaintext would sit in
+			// the MTA queue.
 			dl.skipped = append(dl.skipped, a+": "+keyProblem(e, now, cfg))
 		default:
 			clear = append(clear, a)
@@ -185,14 +188,24 @@ func outboundPost(msg []byte, res *inbound.Result) (outbound.Post, error) {
 	switch res.Kind {
 	case inbound.PGPMIMEEncrypted:
 		entity = res.Plaintext
-	case inbound.InlineEncrypted, inbound.InlineSigned:
+	case inbound.InlineEncrypted:
 		entity = append([]byte("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"), res.Plaintext...)
+	case inbound.InlineSigned:
+		if len(res.Plaintext) > 0 { // a signed (not cleartext-signed) PGP MESSAGE
+			entity = append([]byte("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"), res.Plaintext...)
+			break
+		}
+		entity = contentEntity(msg) // the cleartext-signed text as sent
 	default: // plain and PGP/MIME signed: the message's own MIME entity
 		entity = contentEntity(msg)
 	}
-	if first, ok := firstSignedPart(entity); ok {
+	if first, ok := FirstSignedPart(entity); ok {
 		post.SenderSigned = entity
 		entity = first
+	} else if res.Kind == inbound.PGPMIMEEncrypted && res.Sig == inbound.SigValid {
+		// Signed inside the encryption (RFC 3156 §6.2): the signature is
+		// a detached one over the inner entity.
+		post.SenderSignature = res.SignaturePacket
 	}
 	post.Inner = entity
 	return post, nil
@@ -226,9 +239,9 @@ func contentEntity(msg []byte) []byte {
 	return out.Bytes()
 }
 
-// firstSignedPart returns the signed (first) part of a multipart/signed
+// FirstSignedPart returns the signed (first) part of a multipart/signed
 // entity, raw (RFC 3156 §5).
-func firstSignedPart(entity []byte) ([]byte, bool) {
+func FirstSignedPart(entity []byte) ([]byte, bool) {
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(entity)))
 	if err != nil {
 		return nil, false
@@ -301,7 +314,11 @@ func (srv *Server) notifyOwners(ctx context.Context, p *policy.Policy, res *inbo
 // It returns the number of members served. Delivery records keep it
 // exactly-once: approving again after a failure resumes.
 func (srv *Server) Distribute(ctx context.Context, p *policy.Policy, msg []byte) (int, error) {
-	defer srv.lockLists([]*policy.Policy{p})()
+	unlock, err := srv.lockLists(ctx, []*policy.Policy{p})
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
 	if err != nil {
 		return 0, err
@@ -310,10 +327,8 @@ func (srv *Server) Distribute(ctx context.Context, p *policy.Policy, msg []byte)
 	if err != nil {
 		return 0, err
 	}
-	lim := srv.opts.Config.Limits
 	res, err := inbound.Examine(inbound.Input{Message: msg, ListKey: listKey, Signers: members.Ring, Now: srv.opts.Now(),
-		Limits: inbound.Limits{MaxMIMEDepth: lim.MaxMIMEDepth, MaxMIMEParts: lim.MaxMIMEParts,
-			MaxHeaderBytes: int(lim.MaxHeaderSize.Bytes), Limits: srv.opts.Config.KeyLimits()}})
+		Limits: InboundLimits(srv.opts.Config)})
 	if err != nil {
 		return 0, err
 	}

@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/milter"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
@@ -238,6 +240,7 @@ func TestInboundDecisions(t *testing.T) {
 		{"encrypted to another key", milterfix.Post{From: "alice@example.org", SignWith: f.alice, EncryptTo: []*openpgp.Entity{other}}, 550, "not encrypted to the list key", "reason=not-for-list-key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			before := len(f.logs.String())
 			r := f.post(tc.post)
 			if r.stage != "eom" {
 				t.Fatalf("final answer at %s, want end of message", r.stage)
@@ -249,8 +252,8 @@ func TestInboundDecisions(t *testing.T) {
 			} else if r.code() != tc.code || !strings.Contains(r.action.SMTPText, tc.text) {
 				t.Fatalf("got %d %q, want %d ...%q", r.code(), r.action.SMTPText, tc.code, tc.text)
 			}
-			if !strings.Contains(f.logs.String(), tc.reason) {
-				t.Fatalf("log lacks %s", tc.reason)
+			if line := f.logs.String()[before:]; !strings.Contains(line, tc.reason) {
+				t.Fatalf("log line lacks %s: %s", tc.reason, line)
 			}
 		})
 	}
@@ -428,5 +431,77 @@ func TestConcurrentPosts(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// Errors found after decryption never carry plaintext into the SMTP reply
+// or the log: an encrypted post whose inner entity is malformed.
+func TestNoPlaintextInRepliesOrLogs(t *testing.T) {
+	f := newFixture(t, "")
+	const secret = "TOPSECRET-launch-code-1234"
+	var ct bytes.Buffer
+	aw, _ := armor.Encode(&ct, "PGP MESSAGE", nil)
+	w, err := openpgp.EncryptWithParams(aw, []*openpgp.Entity{f.site.ListKey}, nil,
+		&openpgp.EncryptParams{Signers: []*openpgp.Entity{f.alice}, Config: keyring.PacketConfig(keyring.DefaultLimits, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An inner "entity" without a header/body separator: a malformed MIME
+	// header line made of the secret.
+	w.Write([]byte(secret + " in the body\r\nmore " + secret + "\r\n"))
+	w.Close()
+	aw.Close()
+	msg := "From: alice@example.org\r\nTo: devs@lists.example.org\r\nSubject: x\r\nMessage-ID: <leak@x>\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\n" +
+		"Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" +
+		strings.ReplaceAll(ct.String(), "\n", "\r\n") + "\r\n--b--\r\n"
+	r := f.mta.send("alice@example.org", []string{milterfix.List}, []byte(msg))
+	if r.action.Code == gomilter.ActAccept {
+		t.Fatal("the malformed inner entity was accepted")
+	}
+	if strings.Contains(r.action.SMTPText, secret) {
+		t.Fatalf("plaintext in the SMTP reply: %q", r.action.SMTPText)
+	}
+	if strings.Contains(f.logs.String(), secret) {
+		t.Fatalf("plaintext in the log:\n%s", f.logs.String())
+	}
+}
+
+// keep_sender_signature: the author's signature (made inside the
+// encryption, RFC 3156 §6.2) travels to the members, who verify it with
+// the author's key over the inner entity.
+func TestKeepSenderSignature(t *testing.T) {
+	f := newFixture(t, "")
+	editPolicy(t, f.site, "keep_sender_signature = false", "keep_sender_signature = true")
+	if err := f.d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	r := f.post(milterfix.Post{From: "alice@example.org", SignWith: f.alice, EncryptTo: []*openpgp.Entity{f.site.ListKey}, Body: "signed by alice"})
+	if r.action.Code != gomilter.ActAccept {
+		t.Fatalf("%+v", r.action)
+	}
+	var body []byte
+	for _, m := range r.modacts {
+		if m.Code == gomilter.ActReplBody {
+			body = append(body, m.Body...)
+		}
+	}
+	inner := milterfix.DecryptCopy(t, body, f.bob, f.site.ListKey)
+	first, ok := milter.FirstSignedPart(inner)
+	if !ok {
+		t.Fatalf("no multipart/signed inside:\n%s", inner)
+	}
+	i := bytes.Index(inner, []byte("-----BEGIN PGP SIGNATURE-----"))
+	j := bytes.Index(inner, []byte("-----END PGP SIGNATURE-----"))
+	if i < 0 || j < i {
+		t.Fatalf("no signature part:\n%s", inner)
+	}
+	_, signer, err := openpgp.VerifyArmoredDetachedSignature(openpgp.EntityList{f.alice}, bytes.NewReader(first),
+		bytes.NewReader(inner[i:j+len("-----END PGP SIGNATURE-----")]), keyring.PacketConfig(keyring.DefaultLimits, nil))
+	if err != nil || signer == nil {
+		t.Fatalf("alice's signature does not verify: %v", err)
+	}
+	if !bytes.Contains(first, []byte("signed by alice")) {
+		t.Fatalf("signed part: %q", first)
 	}
 }

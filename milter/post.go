@@ -18,10 +18,16 @@ import (
 	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/policy"
+	"github.com/listcrypt/listcrypt/policy/config"
 )
 
-// postTimeout bounds the work on one post (store queries, crypto).
+// postTimeout bounds the work on one post (store queries, crypto,
+// reinjection); it stays below Postfix's milter_content_timeout (300 s).
 const postTimeout = 2 * time.Minute
+
+// maxSignatures bounds the signatures one post may carry (each becomes a
+// replay table row).
+const maxSignatures = 16
 
 // outcome is the result of one list's decision on a post.
 type outcome struct {
@@ -43,23 +49,29 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 	msg = append(msg, "\r\n"...)
 	msg = append(msg, s.body.Bytes()...)
 	tempfail := s.refuse(451, "4.3.0", "temporary failure processing the list post; please try again later")
-	defer srv.lockLists(s.lists)()
+	unlock, err := srv.lockLists(ctx, s.lists)
+	if err != nil {
+		srv.opts.Log.Error("post", "queue_id", s.queueID, "action", "tempfail", "err", err.Error())
+		return tempfail
+	}
+	defer unlock()
 
 	outs := make([]outcome, 0, len(s.lists))
 	infos := make([]postInfo, 0, len(s.lists))
 	for _, p := range s.lists {
 		start := time.Now()
 		d, res, info, err := srv.decide(ctx, p, msg)
-		o := outcome{list: p, decision: d, res: res, postID: info.postID, err: err}
-		if err == nil && d.Action == policy.Hold {
-			info.holdID, o.err = srv.hold(ctx, s, p, msg, d)
-		}
 		info.took = time.Since(start)
-		outs = append(outs, o)
+		outs = append(outs, outcome{list: p, decision: d, res: res, postID: info.postID, err: err})
 		infos = append(infos, info)
 	}
+	logAll := func() {
+		for i, o := range outs {
+			srv.logDecision(s, infos[i], o)
+		}
+	}
 	// Any internal failure tempfails, any reject refuses the transaction:
-	// nothing is delivered then.
+	// nothing is held or delivered then.
 	var resp gomilter.Response
 	for _, o := range outs {
 		if o.err != nil || o.decision.Action == policy.TempFail {
@@ -75,66 +87,68 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		}
 	}
 	if resp != nil {
-		for i, o := range outs {
-			srv.logDecision(s, infos[i], o)
-		}
+		logAll()
 		return resp
 	}
 
-	// Deliver every accepted post. The transaction itself becomes batch 1
-	// when it carries exactly one list and nobody else; otherwise every
-	// batch is reinjected and the list recipients leave the transaction,
-	// so other recipients get the original untouched.
+	// Hold, then deliver every accepted post. The transaction itself
+	// becomes batch 1 when it carries exactly one list and nobody else;
+	// otherwise every batch is reinjected and the list recipients leave
+	// the transaction, so other recipients get the original untouched.
 	inPlace := len(s.lists) == 1 && len(s.others) == 0
 	var rewrite *delivery
 	for i := range outs {
 		o := &outs[i]
-		if o.decision.Action != policy.Accept {
-			continue
-		}
 		start := time.Now()
-		dl, err := srv.deliver(ctx, o.list, msg, o.res, o.postID, inPlace)
-		infos[i].took += time.Since(start)
-		if err != nil {
-			o.err = fmt.Errorf("deliver: %w", err)
-			for j, o := range outs {
-				srv.logDecision(s, infos[j], o)
+		switch o.decision.Action {
+		case policy.Hold:
+			infos[i].holdID, o.err = srv.hold(ctx, s, o.list, msg, o.decision)
+		case policy.Accept:
+			var dl *delivery
+			if dl, o.err = srv.deliver(ctx, o.list, msg, o.res, o.postID, inPlace); o.err == nil {
+				infos[i].recipients, infos[i].skipped = dl.count, len(dl.skipped)
+				if dl.inPlace != nil {
+					rewrite = dl
+				}
 			}
+		}
+		infos[i].took += time.Since(start)
+		if o.err != nil {
+			logAll()
 			return tempfail
 		}
-		infos[i].recipients, infos[i].skipped = dl.count, len(dl.skipped)
-		if dl.inPlace != nil {
-			rewrite = dl
+	}
+	if rewrite != nil {
+		if err := srv.rewrite(s, m, rewrite); err != nil {
+			outs[0].err = fmt.Errorf("rewrite transaction: %w", err)
+			logAll()
+			return tempfail
+		}
+	} else {
+		for _, o := range outs {
+			for _, rcpt := range s.rcptOf[o.list.Address] {
+				if err := m.DeleteRecipient(rcpt); err != nil {
+					srv.opts.Log.Error("delete recipient", "queue_id", s.queueID, "list", o.list.Address, "err", err)
+					return tempfail
+				}
+			}
 		}
 	}
 	// The post is done for every list that took it: from now on the same
 	// signature or ciphertext is a replay, not a retry.
-	for _, o := range outs {
+	for i := range outs {
+		o := &outs[i]
 		if o.postID == nil || (o.decision.Action != policy.Accept && o.decision.Action != policy.Hold) {
 			continue
 		}
 		if err := srv.opts.Store.MarkPostComplete(ctx, o.list.Address, o.postID, srv.opts.Now()); err != nil {
-			srv.opts.Log.Error("mark post complete", "list", o.list.Address, "queue_id", s.queueID, "err", err)
+			o.err = fmt.Errorf("mark post complete: %w", err)
+			logAll()
 			return tempfail
 		}
 	}
-	for i, o := range outs {
-		srv.logDecision(s, infos[i], o)
-	}
-	if rewrite != nil {
-		if err := srv.rewrite(s, m, rewrite); err != nil {
-			srv.opts.Log.Error("rewrite transaction", "list", rewrite.list.Address, "queue_id", s.queueID, "err", err)
-			return tempfail
-		}
-		return gomilter.RespAccept
-	}
-	for _, o := range outs {
-		if err := m.DeleteRecipient(s.rcptOf[o.list.Address]); err != nil {
-			srv.opts.Log.Error("delete recipient", "queue_id", s.queueID, "list", o.list.Address, "err", err)
-			return tempfail
-		}
-	}
-	if len(s.others) == 0 {
+	logAll()
+	if rewrite == nil && len(s.others) == 0 {
 		return gomilter.RespDiscard
 	}
 	return gomilter.RespAccept
@@ -149,8 +163,10 @@ func (srv *Server) rewrite(s *session, m *gomilter.Modifier, dl *delivery) error
 	if err := m.ChangeFrom("<" + b.EnvelopeFrom + ">"); err != nil {
 		return err
 	}
-	if err := m.DeleteRecipient(s.rcptOf[dl.list.Address]); err != nil {
-		return err
+	for _, rcpt := range s.rcptOf[dl.list.Address] {
+		if err := m.DeleteRecipient(rcpt); err != nil {
+			return err
+		}
 	}
 	for _, r := range b.Recipients {
 		if err := m.AddRecipient(r); err != nil {
@@ -242,19 +258,8 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 	if err != nil {
 		return policy.Decision{}, nil, info, err
 	}
-	lim := srv.opts.Config.Limits
-	res, err := inbound.Examine(inbound.Input{
-		Message: msg,
-		ListKey: listKey,
-		Signers: members.Ring,
-		Now:     now,
-		Limits: inbound.Limits{
-			MaxMIMEDepth:   lim.MaxMIMEDepth,
-			MaxMIMEParts:   lim.MaxMIMEParts,
-			MaxHeaderBytes: int(lim.MaxHeaderSize.Bytes),
-			Limits:         srv.opts.Config.KeyLimits(),
-		},
-	})
+	res, err := inbound.Examine(inbound.Input{Message: msg, ListKey: listKey, Signers: members.Ring, Now: now,
+		Limits: InboundLimits(srv.opts.Config)})
 	if err != nil {
 		return policy.Decision{}, nil, info, fmt.Errorf("examine post: %w", err)
 	}
@@ -277,11 +282,7 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 	case inbound.SigValid:
 		f.Signature = policy.SignedValid
 		info.signer = res.SignerFingerprint
-		for _, a := range members.Ring.AddressesOf(res.SignerFingerprint) {
-			if a == info.from && members.Active[a] == res.SignerFingerprint {
-				f.SignerBoundToFrom = true
-			}
-		}
+		f.SignerBoundToFrom = members.Active[info.from] == res.SignerFingerprint
 	case inbound.SigBad:
 		f.Signature = policy.SignedBad
 	case inbound.SigUnknownKey:
@@ -294,6 +295,10 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 	// The post passes (or waits for a moderator): its digests go into the
 	// replay table now, settled by the database across hosts. A retry of
 	// the same transaction carries the same post id and is not a replay.
+	if len(res.SigDigests) > maxSignatures {
+		return problemDecision(&policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "limit-signatures",
+			Text: fmt.Sprintf("the post carries more than %d signatures", maxSignatures)}), res, info, nil
+	}
 	digests := append([][]byte{}, res.SigDigests...)
 	if res.CiphertextDigest != nil {
 		digests = append(digests, res.CiphertextDigest)
@@ -327,6 +332,13 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 	return d, res, info, nil
 }
 
+// InboundLimits are the site's limits for examining a post.
+func InboundLimits(c *config.Config) inbound.Limits {
+	l := c.Limits
+	return inbound.Limits{MaxMIMEDepth: l.MaxMIMEDepth, MaxMIMEParts: l.MaxMIMEParts,
+		MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: c.KeyLimits()}
+}
+
 // PostID returns the id of the post msg (see postID).
 func PostID(msg []byte) ([]byte, error) {
 	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
@@ -336,12 +348,14 @@ func PostID(msg []byte) ([]byte, error) {
 	return postID(hdr, msg), nil
 }
 
-// postID identifies a post by what the sender sent: its Message-ID and
-// body, not the headers our own MTA adds (a retried transaction gets a new
+// postID identifies a post by what the sender sent: its Message-ID, From
+// and body, not the headers our own MTA adds (a retried transaction gets a new
 // Received: line and queue id but is the same post).
 func postID(hdr *mail.Message, msg []byte) []byte {
 	h := sha256.New()
 	h.Write([]byte(strings.TrimSpace(hdr.Header.Get("Message-Id"))))
+	h.Write([]byte{0})
+	h.Write([]byte(strings.TrimSpace(hdr.Header.Get("From"))))
 	h.Write([]byte{0})
 	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
 		h.Write(msg[i+4:])
@@ -394,8 +408,30 @@ func problemFor(err error, p *policy.Policy) *policy.Problem {
 		return &policy.Problem{Code: 550, Enhanced: "5.7.5", Reason: "not-for-list-key",
 			Text: fmt.Sprintf("the post is not encrypted to the list key of %s; send \"key get\" to %s for the list key", p.Address, p.RequestAddress())}
 	}
+	// Never quote the error: after decryption it may carry plaintext.
 	return &policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "malformed",
-		Text: "the post's MIME or OpenPGP structure cannot be read: " + sanitizeReply(shorten(err.Error(), 120))}
+		Text: "the post's MIME or OpenPGP structure cannot be read; send it again from a standard mail client"}
+}
+
+// problemKind names a problem for the log line without its text: errors
+// found after decryption may quote the plaintext.
+func problemKind(err error) string {
+	var lim *inbound.LimitError
+	switch {
+	case errors.As(err, &lim):
+		return "limit-" + lim.What
+	case errors.Is(err, inbound.ErrMixed):
+		return "mixed-parts"
+	case errors.Is(err, inbound.ErrNoIntegrity):
+		return "no-integrity"
+	case errors.Is(err, inbound.ErrTampered):
+		return "tampered"
+	case errors.Is(err, inbound.ErrBadSignature):
+		return "bad-signature"
+	case errors.Is(err, inbound.ErrNotForList):
+		return "not-for-list-key"
+	}
+	return "malformed"
 }
 
 func malformed(text string) *policy.Problem {
@@ -404,13 +440,6 @@ func malformed(text string) *policy.Problem {
 
 func problemDecision(p *policy.Problem) policy.Decision {
 	return policy.Decision{Action: policy.Reject, Code: p.Code, Enhanced: p.Enhanced, Text: p.Text, Reason: p.Reason}
-}
-
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // logDecision writes the one line per decision.
@@ -435,7 +464,7 @@ func (srv *Server) logDecision(s *session, info postInfo, o outcome) {
 		attrs = append(attrs, "recipients", info.recipients, "skipped", info.skipped)
 	}
 	for _, pr := range info.problems {
-		attrs = append(attrs, "problem", pr.Error())
+		attrs = append(attrs, "problem", problemKind(pr))
 	}
 	if o.err != nil {
 		attrs = append(attrs, "err", o.err.Error())

@@ -46,7 +46,7 @@ type Server struct {
 	// listLocks serialise the OpenPGP work on one list's keys: go-crypto
 	// writes into shared key objects while it verifies and selects keys
 	// (caught by -race), and a list's keys are shared by its sessions.
-	listLocks sync.Map // list address -> *sync.Mutex
+	listLocks sync.Map // list address -> chan struct{} (capacity 1: a lock)
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -139,7 +139,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		s.mu.Unlock()
 		c.Close()
 		<-l.slots
-		return nil, fmt.Errorf("milter: server closed")
+		return nil, gomilter.ErrServerClosed
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
@@ -178,25 +178,31 @@ func (c *trackedConn) Close() error {
 	return err
 }
 
-// lockLists locks the lists' mutexes in address order (no deadlock
-// between two transactions addressing the same lists) and returns the
-// unlock function.
-func (s *Server) lockLists(lists []*policy.Policy) func() {
+// lockLists locks the lists in address order (no deadlock between two
+// transactions addressing the same lists), waiting at most until ctx
+// ends, and returns the unlock function.
+func (s *Server) lockLists(ctx context.Context, lists []*policy.Policy) (func(), error) {
 	addrs := make([]string, 0, len(lists))
 	for _, p := range lists {
 		addrs = append(addrs, p.Address)
 	}
 	sort.Strings(addrs)
-	var held []*sync.Mutex
-	for _, a := range addrs {
-		m, _ := s.listLocks.LoadOrStore(a, &sync.Mutex{})
-		mu := m.(*sync.Mutex)
-		mu.Lock()
-		held = append(held, mu)
-	}
-	return func() {
+	var held []chan struct{}
+	unlock := func() {
 		for i := len(held) - 1; i >= 0; i-- {
-			held[i].Unlock()
+			<-held[i]
 		}
 	}
+	for _, a := range addrs {
+		l, _ := s.listLocks.LoadOrStore(a, make(chan struct{}, 1))
+		ch := l.(chan struct{})
+		select {
+		case ch <- struct{}{}:
+			held = append(held, ch)
+		case <-ctx.Done():
+			unlock()
+			return nil, fmt.Errorf("waiting for list %s: %w", a, ctx.Err())
+		}
+	}
+	return unlock, nil
 }

@@ -22,11 +22,11 @@ type session struct {
 	queueID     string
 	from        string
 	policies    *policy.Set
-	lists       []*policy.Policy  // list recipients, in RCPT order
-	rcptOf      map[string]string // list address -> RCPT TO as the MTA wrote it
-	others      []string          // non-list recipients
-	header      bytes.Buffer      // the header block, CRLF, as received
-	headerNames []string          // field names in order, for rewriting
+	lists       []*policy.Policy    // list recipients, in RCPT order
+	rcptOf      map[string][]string // list address -> every RCPT TO spelling the MTA wrote
+	others      []string            // non-list recipients
+	header      bytes.Buffer        // the header block, CRLF, as received
+	headerNames []string            // field names in order, for rewriting
 	body        bytes.Buffer
 	maxSize     int64
 	tooBig      bool
@@ -57,16 +57,13 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
 	addr := policy.NormalizeAddress(rcpt)
 	if p := s.policies.Lookup(addr); p != nil {
-		for _, l := range s.lists {
-			if l == p {
-				return gomilter.RespContinue, nil
-			}
-		}
-		s.lists = append(s.lists, p)
 		if s.rcptOf == nil {
-			s.rcptOf = map[string]string{}
+			s.rcptOf = map[string][]string{}
 		}
-		s.rcptOf[p.Address] = rcpt
+		if len(s.rcptOf[p.Address]) == 0 {
+			s.lists = append(s.lists, p)
+		}
+		s.rcptOf[p.Address] = append(s.rcptOf[p.Address], rcpt)
 	} else {
 		s.others = append(s.others, rcpt)
 	}
@@ -138,8 +135,8 @@ func (s *session) refuse(code int, enhanced, text string) gomilter.Response {
 func sanitizeReply(s string) string {
 	var b strings.Builder
 	for _, r := range s {
-		if r < 0x20 || r > 0x7e {
-			r = ' '
+		if r < 0x20 || r > 0x7e || r == '%' {
+			r = ' ' // '%' is a format character to libmilter-based MTAs
 		}
 		b.WriteRune(r)
 	}

@@ -76,12 +76,17 @@ type Decision struct {
 }
 
 // Decide maps the findings of a post through the list policy at now.
-// Checks run in this order: structural problem, encryption, membership,
-// signature, signature age, replay; the first that does not accept
+// Checks run in this order: structural problem, replay, encryption,
+// membership, signature, signature age; the first that does not accept
 // decides.
 func (p *Policy) Decide(f Findings, now time.Time) Decision {
 	if f.Problem != nil {
 		return Decision{Action: Reject, Code: f.Problem.Code, Enhanced: f.Problem.Enhanced, Text: f.Problem.Text, Reason: f.Problem.Reason}
+	}
+	// A replay gets post.replay whatever else the post is: holding or
+	// accepting it again under another rule would redistribute it.
+	if f.Replay {
+		return p.replay(f)
 	}
 	keyHint := fmt.Sprintf("send \"key get\" to %s for the list key", p.RequestAddress())
 	if !f.Encrypted && p.Post.Encrypted == "require" {

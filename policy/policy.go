@@ -6,6 +6,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/mail"
 	"os"
@@ -47,7 +48,7 @@ func (Post) TableDoc() string { return "What the list accepts, and what it does 
 
 // Distribute is the [distribute] table: how an accepted post goes out.
 type Distribute struct {
-	Encrypt             string `toml:"encrypt" values:"require|when-possible|never" doc:"\"require\": members without a usable key (none, expired, revoked, no encryption subkey) get nothing, and the owners are told who was skipped and why. \"when-possible\": they get the post in clear. \"never\": nobody's copy is encrypted."`
+	Encrypt             string `toml:"encrypt" values:"require|when-possible|never" doc:"\"require\": members without a usable key (none, expired, revoked, no encryption subkey) get nothing, and the owners are told who was skipped and why. \"when-possible\": they get the post in clear. \"never\": nobody's copy is encrypted. A post that arrived encrypted never goes out in clear: members without a usable key are skipped whatever this says."`
 	BatchSize           int    `toml:"batch_size" doc:"Recipients per delivered message. Each member's client tries every hidden key packet of its batch, so a big batch costs members time (see docs/benchmarks.md)."`
 	HideRecipients      bool   `toml:"hide_recipients" doc:"Write wildcard (zero) key IDs in the key packets, so a copy does not reveal who else received it. RNP 0.16 cannot decrypt such messages; Thunderbird's RNP and GnuPG can."`
 	Subject             string `toml:"subject" doc:"Outer Subject of every copy (the real one travels inside the encryption, RFC 9788 protected headers). \"keep\" keeps the real Subject outside too."`
@@ -292,20 +293,9 @@ func LoadDir(dir string) (*Set, error) {
 		set.Lists[p.Address] = p
 	}
 	if len(errs) > 0 {
-		return nil, joinErrs(errs)
+		return nil, errors.Join(errs...)
 	}
 	return set, nil
-}
-
-func joinErrs(errs []error) error {
-	var b strings.Builder
-	for i, e := range errs {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(e.Error())
-	}
-	return fmt.Errorf("%s", b.String())
 }
 
 // Template returns the text of a new policy file for address: every key

@@ -153,6 +153,8 @@ func TestDecide(t *testing.T) {
 		{"too old", strict, with(func(f *Findings) { f.SigTime = now.Add(-31 * 24 * time.Hour) }), Reject, "signature-too-old", "30d"},
 		{"replay", strict, with(func(f *Findings) { f.Replay = true }), Reject, "replay", "already sent"},
 		{"replay held", pol(func(p *Post) { p.Replay = "hold" }), with(func(f *Findings) { f.Replay = true }), Hold, "replay", ""},
+		{"replay wins over a hold rule", pol(func(p *Post) { p.Signed = "hold" }), with(func(f *Findings) { f.Replay = true; f.Signature = Unsigned }), Reject, "replay", "already sent"},
+		{"replay of a non-member post", pol(func(p *Post) { p.NonMember = "hold" }), with(func(f *Findings) { f.Replay = true; f.FromMember = false }), Reject, "replay", "already sent"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := tc.p.Decide(tc.f, now)

@@ -245,16 +245,10 @@ func (s *Site) ShowHold(ctx context.Context, id int64) (*HeldPost, error) {
 		return nil, fmt.Errorf("open held post %d: %w", id, err)
 	}
 	hp := &HeldPost{Hold: h, Raw: raw}
-	if res, err := inbound.Examine(inbound.Input{Message: raw, ListKey: key, Now: s.Now(), Limits: s.inboundLimits()}); err == nil && res.Encrypted {
+	if res, err := inbound.Examine(inbound.Input{Message: raw, ListKey: key, Now: s.Now(), Limits: milter.InboundLimits(s.Config)}); err == nil && res.Encrypted {
 		hp.Plaintext = res.Plaintext
 	}
 	return hp, nil
-}
-
-func (s *Site) inboundLimits() inbound.Limits {
-	l := s.Config.Limits
-	return inbound.Limits{MaxMIMEDepth: l.MaxMIMEDepth, MaxMIMEParts: l.MaxMIMEParts,
-		MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: s.Config.KeyLimits()}
 }
 
 // ApproveHold delivers held post id to the list's members (the outbound
@@ -307,14 +301,9 @@ func (s *Site) RejectHold(ctx context.Context, id int64) error {
 	return nil
 }
 
-// CheckPolicies validates every policy file and checks that each list
-// exists in the store when a store is given.
+// CheckPolicies validates every policy file, reporting every problem.
 func CheckPolicies(dir string) (*policy.Set, error) {
-	set, err := policy.LoadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	return set, nil
+	return policy.LoadDir(dir)
 }
 
 // Summary is a one-line description of a held post.

@@ -428,8 +428,8 @@ func (ex *examiner) apply(o sigOutcome) {
 	if o.status == SigNone || rank(o.status) <= rank(res.Sig) {
 		return
 	}
-	res.Sig, res.SigTime, res.Signer, res.SignerFingerprint = o.status, o.time, nil, ""
+	res.Sig, res.SigTime, res.Signer, res.SignerFingerprint, res.SignaturePacket = o.status, o.time, nil, "", nil
 	if o.status == SigValid {
-		res.Signer, res.SignerFingerprint = o.signer, fingerprint(o.signer)
+		res.Signer, res.SignerFingerprint, res.SignaturePacket = o.signer, fingerprint(o.signer), o.packet
 	}
 }

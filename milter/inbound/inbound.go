@@ -151,6 +151,11 @@ type Result struct {
 	Signer *openpgp.Entity
 	// SignerFingerprint is Signer's primary key fingerprint, upper-case hex.
 	SignerFingerprint string
+	// SignaturePacket is the valid signature (SigValid), serialized: for a
+	// post signed inside its encryption (RFC 3156 §6.2) it is a detached
+	// signature over Plaintext, so the author's signature can travel on
+	// to the members (distribute.keep_sender_signature).
+	SignaturePacket []byte
 	// SigTime is the signature creation time (SigValid, SigBad,
 	// SigUnknownKey). Whether it is too old or in the future is the
 	// caller's decision (replay window); it is not judged here.

@@ -223,6 +223,7 @@ type sigOutcome struct {
 	time    time.Time
 	problem error
 	digests [][]byte
+	packet  []byte // the valid signature, serialized (SigValid only)
 }
 
 // evalSignatures reads the verdict from md after its body was read to
@@ -241,6 +242,10 @@ func evalSignatures(md *openpgp.MessageDetails, content []byte, encryptedTo []by
 	}
 	if md.SignatureError == nil && md.Signature != nil && md.SignedBy != nil {
 		out.status, out.signer, out.time = SigValid, md.SignedBy.Entity, md.Signature.CreationTime
+		var b bytes.Buffer
+		if md.Signature.Serialize(&b) == nil {
+			out.packet = b.Bytes()
+		}
 		if encryptedTo != nil && len(md.Signature.IntendedRecipients) > 0 {
 			found := false
 			for _, r := range md.Signature.IntendedRecipients {
