@@ -30,3 +30,46 @@ func TestCheckFlag(t *testing.T) {
 		t.Fatalf("rc %d err %q", rc, errb.String())
 	}
 }
+
+// The shipped systemd unit runs the binary with flags it accepts: its
+// ExecStartPre check passes on a valid config, and ExecStart uses the
+// same config without -n.
+func TestSystemdUnit(t *testing.T) {
+	unit, err := os.ReadFile("../../contrib/systemd/listcrypt-milter.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "listcrypt.toml")
+	os.WriteFile(cfg, []byte("policy_dir = \"lists.d\"\n"), 0o644)
+	var pre, start []string
+	for _, line := range strings.Split(string(unit), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		switch k {
+		case "ExecStartPre":
+			pre = f
+		case "ExecStart":
+			start = f
+		}
+	}
+	if len(pre) < 2 || len(start) < 2 || filepath.Base(pre[0]) != "listcrypt-milter" || filepath.Base(start[0]) != "listcrypt-milter" {
+		t.Fatalf("unit Exec lines: %q %q", pre, start)
+	}
+	args := append([]string(nil), pre[1:]...)
+	for i, a := range args {
+		if a == "/etc/listcrypt/listcrypt.toml" {
+			args[i] = cfg
+		}
+	}
+	var out, errb bytes.Buffer
+	if rc := run(args, &out, &errb); rc != 0 {
+		t.Fatalf("ExecStartPre %v: rc %d: %s", args, rc, errb.String())
+	}
+	if strings.Join(start[1:], " ") != strings.Replace(strings.Join(pre[1:], " "), " -n", "", 1) {
+		t.Fatalf("ExecStart %q differs from ExecStartPre %q beyond -n", start, pre)
+	}
+}
