@@ -58,4 +58,3 @@ func TestTwoHostsOnePostgres(t *testing.T) {
 		}
 	}
 }
-
