@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/listcrypt/listcrypt/keyring"
@@ -65,18 +63,15 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 			continue
 		}
 		e := members.Entities[members.Active[a]]
-		usable := false
-		if e != nil && p.Distribute.Encrypt != "never" {
-			_, usable = e.EncryptionKey(now, cfg)
-		}
+		keyErr := srv.keyCache.CanEncrypt(e, now, cfg)
 		switch {
-		case usable:
+		case keyErr == nil && p.Distribute.Encrypt != "never":
 			encrypted = append(encrypted, outbound.Recipient{Address: a, Key: e})
 		case p.Distribute.Encrypt == "require" || res.Encrypted:
 			// A post that came in encrypted never goes out in clear,
 			// whatever distribute.encrypt says: its plaintext would sit in
 			// the MTA queue.
-			dl.skipped = append(dl.skipped, a+": "+keyProblem(e, now, cfg))
+			dl.skipped = append(dl.skipped, a+": "+keyProblem(keyErr))
 		default:
 			clear = append(clear, a)
 		}
@@ -161,14 +156,11 @@ func (srv *Server) submit(ctx context.Context, list string, postID []byte, numbe
 }
 
 // keyProblem says why a member's key cannot encrypt.
-func keyProblem(e *openpgp.Entity, now time.Time, cfg *packet.Config) string {
-	if e == nil {
-		return "no key registered"
+func keyProblem(err error) string {
+	if err == nil {
+		return "the list sends nothing encrypted (distribute.encrypt = \"never\")"
 	}
-	if _, err := e.EncryptionKeyWithError(now, cfg); err != nil {
-		return "key cannot encrypt: " + err.Error()
-	}
-	return "key cannot encrypt"
+	return err.Error()
 }
 
 // outboundPost turns the examined post into what members read: the

@@ -22,6 +22,7 @@ import (
 
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
 
@@ -373,6 +374,49 @@ func TestMixedTransaction(t *testing.T) {
 		if m.From == "devs-bounces@lists.example.org" {
 			if pt := milterfix.DecryptCopy(t, m.Data, bob, site.ListKey); !bytes.Contains(pt, []byte("to list and carol")) {
 				t.Fatalf("list copy: %q", pt)
+			}
+		}
+	}
+}
+
+// A member whose key expired gets nothing (distribute.encrypt =
+// "require"); the owner is told who was skipped and why, and the notice
+// carries nothing of the post.
+func TestSkippedMemberOwnerNotified(t *testing.T) {
+	rig.Require(t)
+	site := milterfix.New(t, milterfix.Options{})
+	alice := site.AddMember(t, "alice@example.org")
+	// A member whose key expired after joining: registered as the admin
+	// path would have done while the key was valid.
+	ctx := context.Background()
+	armored, err := os.ReadFile("../testdata/keys/expired.pub.asc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk, err := keyring.ParseMemberKey(armored, keyring.DefaultLimits, time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := site.Admin.Store.PutMember(ctx, store.Member{List: milterfix.List, Address: "expired@example.org", State: "active",
+		Fingerprint: mk.Fingerprint, PublicKey: mk.Binary, KeyIDs: mk.KeyIDs, CreatedAt: time.Now(), UpdatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	_, sock, _ := strings.Cut(site.Config.Milter.Listen, ":")
+	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + sock})
+	site.Config.Reinject.Address = pf.ReinjectAddr()
+	startDaemon(t, site)
+	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}, Body: "SKIP-CANARY"})
+	if err := rig.Send(pf.SMTPAddr(), "alice@example.org", []string{milterfix.List}, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := waitCopies(t, pf.Sink(), "devs-bounces@lists.example.org", 2)
+	if got["expired@example.org"] != 0 || got["alice@example.org"] != 1 || got["owner@example.org"] != 1 {
+		t.Fatalf("deliveries: %v", got)
+	}
+	for _, m := range pf.Sink().Messages() {
+		if len(m.To) == 1 && m.To[0] == "owner@example.org" {
+			if !bytes.Contains(m.Data, []byte("expired@example.org: key")) || bytes.Contains(m.Data, []byte("SKIP-CANARY")) {
+				t.Fatalf("owner notice:\n%s", m.Data)
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
@@ -92,35 +93,53 @@ func (p *Prepared) resolve(r Recipient) (member, error) {
 	if r.Key == nil || r.Key.PrimaryKey == nil {
 		return member{}, fmt.Errorf("outbound: recipient %s: no key", r.Address)
 	}
-	now := p.cfg.Now()
-	if m, ok := p.p.KeyCache.get(r.Key, now); ok {
-		m.addr = r.Address
+	m, err := p.p.KeyCache.resolve(r.Key, p.cfg.Now(), p.cfg)
+	if err != nil {
+		return member{}, fmt.Errorf("outbound: recipient %s: %w", r.Address, err)
+	}
+	m.addr = r.Address
+	return m, nil
+}
+
+// resolve is the cached key selection (c may be nil: no cache).
+func (c *KeyCache) resolve(e *openpgp.Entity, now time.Time, cfg *packet.Config) (member, error) {
+	if m, ok := c.get(e, now); ok {
 		return m, nil
 	}
 	// go-crypto records verification results in the Entity's signature
 	// packets while it selects a key: not safe for concurrent use of one
 	// Entity (the member cache shares them between sessions, and a list
 	// may give one key to several addresses).
-	mu := entityLock(r.Key)
+	mu := entityLock(e)
 	mu.Lock()
 	defer mu.Unlock()
-	k, err := r.Key.EncryptionKeyWithError(now, p.cfg)
+	k, err := e.EncryptionKeyWithError(now, cfg)
 	if err != nil {
-		return member{}, fmt.Errorf("outbound: recipient %s: key %X cannot encrypt: %w", r.Address, r.Key.PrimaryKey.Fingerprint, err)
+		return member{}, fmt.Errorf("key %X cannot encrypt: %w", e.PrimaryKey.Fingerprint, err)
 	}
 	sig := k.PrimarySelfSignature
 	if sig == nil {
-		return member{}, fmt.Errorf("outbound: recipient %s: key %X has no valid self-signature", r.Address, r.Key.PrimaryKey.Fingerprint)
+		return member{}, fmt.Errorf("key %X has no valid self-signature", e.PrimaryKey.Fingerprint)
 	}
 	m := member{
-		addr:    r.Address,
 		pub:     k.PublicKey,
 		seipdv2: sig.SEIPDv2,
 		ciphers: sig.PreferredSymmetric,
 		suites:  sig.PreferredCipherSuites,
 	}
-	p.p.KeyCache.put(r.Key, m, now, k)
+	c.put(e, m, now, k)
 	return m, nil
+}
+
+// CanEncrypt reports why key e cannot encrypt at now (nil: it can). The
+// answer is cached like the key selection Batches makes, so expanding a
+// list costs no signature checks for keys seen before.
+func (c *KeyCache) CanEncrypt(e *openpgp.Entity, now time.Time, cfg *packet.Config) error {
+	if e == nil || e.PrimaryKey == nil {
+		return errors.New("no key")
+	}
+	_, err := c.resolve(e, now, cfg)
+	return err
 }
 
 // entityLocks serialise go-crypto's key selection per Entity (striped by
