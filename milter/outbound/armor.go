@@ -79,8 +79,40 @@ var crc24Table = func() (t [256]uint32) {
 	return t
 }()
 
-// crc24Update continues the CRC register crc over data.
+// crc24Slice are slicing-by-4 tables for the CRC-24 register held in the
+// top 24 bits of a 32-bit word: crc24Slice[0][i] runs the register over
+// byte i, crc24Slice[k] over byte i followed by k zero bytes.
+var crc24Slice = func() (t [4][256]uint32) {
+	for i := range t[0] {
+		t[0][i] = crc24Table[i] << 8
+	}
+	for k := 1; k < 4; k++ {
+		for i := range t[k] {
+			prev := t[k-1][i]
+			t[k][i] = prev<<8 ^ t[0][prev>>24]
+		}
+	}
+	return t
+}()
+
+// crc24Update continues the CRC register crc over data, four bytes a
+// step (the armor checksum runs over the whole encrypted post).
 func crc24Update(crc uint32, data []byte) uint32 {
+	c := crc << 8
+	for len(data) >= 4 {
+		c ^= uint32(data[0])<<24 | uint32(data[1])<<16 | uint32(data[2])<<8 | uint32(data[3])
+		c = crc24Slice[3][c>>24] ^ crc24Slice[2][byte(c>>16)] ^ crc24Slice[1][byte(c>>8)] ^ crc24Slice[0][byte(c)]
+		data = data[4:]
+	}
+	for _, b := range data {
+		c = c<<8 ^ crc24Slice[0][byte(c>>24)^b]
+	}
+	return c >> 8
+}
+
+// crc24Bytewise is the plain table-driven CRC-24, kept to check
+// crc24Update against.
+func crc24Bytewise(crc uint32, data []byte) uint32 {
 	for _, b := range data {
 		crc = (crc<<8)&0xffffff ^ crc24Table[byte(crc>>16)^b]
 	}
