@@ -19,6 +19,7 @@ import (
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/milter"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
+	"github.com/listcrypt/listcrypt/policy/tomlx"
 )
 
 // logBuf collects the daemon's log lines for assertions.
@@ -503,5 +504,23 @@ func TestKeepSenderSignature(t *testing.T) {
 	}
 	if !bytes.Contains(first, []byte("signed by alice")) {
 		t.Fatalf("signed part: %q", first)
+	}
+}
+
+// The header block is limited (limits.max_header_size): 552 5.3.4 at the
+// end of the headers, before any body is read.
+func TestHeaderSizeLimit(t *testing.T) {
+	site := milterfix.New(t, milterfix.Options{})
+	site.Config.Limits.MaxHeaderSize = tomlx.NewSize("1KB")
+	d, _ := startDaemon(t, site)
+	m := newMTA(t, d)
+	msg := []byte("From: alice@example.org\r\nTo: devs@lists.example.org\r\nX-Padding: " + strings.Repeat("x", 2000) + "\r\nSubject: big\r\n\r\nbody\r\n")
+	r := m.send("alice@example.org", []string{milterfix.List}, msg)
+	if r.stage != "eoh" || r.code() != 552 || !strings.Contains(r.action.SMTPText, "5.3.4") {
+		t.Fatalf("got %s %d %q, want 552 5.3.4 at end of headers", r.stage, r.code(), r.action.SMTPText)
+	}
+	// Ordinary mail is not limited by the list's header limit.
+	if r := m.send("x@example.net", []string{"bob@example.org"}, msg); r.action.Code != gomilter.ActAccept {
+		t.Fatalf("non-list mail: %+v", r.action)
 	}
 }

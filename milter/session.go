@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
-	"time"
 
 	gomilter "github.com/emersion/go-milter"
 
@@ -18,7 +17,6 @@ import (
 type session struct {
 	srv *Server
 
-	start       time.Time
 	queueID     string
 	from        string
 	policies    *policy.Set
@@ -47,7 +45,6 @@ func (s *session) Helo(string, *gomilter.Modifier) (gomilter.Response, error) {
 
 func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
 	s.reset()
-	s.start = time.Now()
 	s.from = from
 	s.policies = s.srv.Policies()
 	return gomilter.RespContinue, nil
