@@ -26,6 +26,7 @@ type Policy struct {
 	Post       Post       `toml:"post"`
 	Distribute Distribute `toml:"distribute"`
 	Keys       Keys       `toml:"keys"`
+	Responder  Responder  `toml:"responder"`
 
 	// File is the policy file this was read from.
 	File string `toml:"-"`
@@ -33,14 +34,16 @@ type Policy struct {
 
 // Post is the [post] table: what the list accepts.
 type Post struct {
-	Encrypted    string         `toml:"encrypted" values:"allow|require" doc:"\"require\": a post must be encrypted to the list key (others get 550 5.7.1 with how to get the key). \"allow\": plain posts are examined too."`
-	Signed       string         `toml:"signed" values:"allow|hold|require" doc:"A post without a signature: \"require\" refuses it, \"hold\" holds it for a moderator, \"allow\" accepts it. A post counts as signed only when the signing key is the registered key of a member bound to the From address."`
-	NonMember    string         `toml:"non_member" values:"accept|hold|reject|discard" doc:"A post whose From address is not an active member."`
-	Replay       string         `toml:"replay" values:"reject|hold|discard" doc:"A post carrying a signature or ciphertext already seen on this list, or a signature older than replay_window."`
-	BadSignature string         `toml:"bad_signature" values:"reject|hold|discard" doc:"A signature that does not verify, is made by a key not registered to the From address, or is dated in the future beyond clock_skew."`
-	MaxSize      tomlx.Size     `toml:"max_size" doc:"Largest post accepted (the site's limits.max_message_size caps it). Larger posts get 552 5.3.4 during DATA."`
-	ReplayWindow tomlx.Duration `toml:"replay_window" doc:"Signatures older than this are refused as replays; it bounds the replay table."`
-	ClockSkew    tomlx.Duration `toml:"clock_skew" doc:"How far in the future a signature's creation time may be (senders' clocks drift)."`
+	Encrypted        string         `toml:"encrypted" values:"allow|require" doc:"\"require\": a post must be encrypted to the list key (others get 550 5.7.1 with how to get the key). \"allow\": plain posts are examined too."`
+	Signed           string         `toml:"signed" values:"allow|hold|require" doc:"A post without a signature: \"require\" refuses it, \"hold\" holds it for a moderator, \"allow\" accepts it. A post counts as signed only when the signing key is the registered key of a member bound to the From address."`
+	NonMember        string         `toml:"non_member" values:"accept|hold|reject|discard" doc:"A post whose From address is not an active member."`
+	Replay           string         `toml:"replay" values:"reject|hold|discard" doc:"A post carrying a signature or ciphertext already seen on this list, or a signature older than replay_window."`
+	BadSignature     string         `toml:"bad_signature" values:"reject|hold|discard" doc:"A signature that does not verify, is made by a key not registered to the From address, or is dated in the future beyond clock_skew."`
+	MaxSize          tomlx.Size     `toml:"max_size" doc:"Largest post accepted (the site's limits.max_message_size caps it). Larger posts get 552 5.3.4 during DATA."`
+	ReplayWindow     tomlx.Duration `toml:"replay_window" doc:"Signatures older than this are refused as replays; it bounds the replay table."`
+	ClockSkew        tomlx.Duration `toml:"clock_skew" doc:"How far in the future a signature's creation time may be (senders' clocks drift)."`
+	UnboundSignature string         `toml:"unbound_signature" values:"accept|hold|reject" doc:"A valid member signature that names no recipient: no Intended Recipient Fingerprint subpacket and no signed To/Cc (GnuPG 2.2 and most clients today), so nothing shows it was made for this list rather than re-sent from a private mail. \"accept\" distributes it with a line inside the encryption telling members the binding could not be checked; \"hold\" waits for a moderator; \"reject\" refuses it. Signatures that name other recipients are always refused. See docs/inbound.md."`
+	HoldExpiry       tomlx.Duration `toml:"hold_expiry" doc:"How long a held post waits for a moderator; then it is dropped and the owners are told."`
 }
 
 // TableDoc documents the table in the reference.
@@ -68,6 +71,19 @@ type Keys struct {
 	ModerateChange bool           `toml:"moderate_change" doc:"A key change waits for a moderator after it is confirmed."`
 }
 
+// Responder is the [responder] table: limits on what the command
+// responder sends to senders it cannot verify.
+type Responder struct {
+	MaxRepliesPerAddress int            `toml:"max_replies_per_address" doc:"Most replies sent within reply_window to one address whose signature did not verify as a member or pending subscriber (subscribe, key get, help, errors). Further mails from it get no answer."`
+	MaxRepliesPerList    int            `toml:"max_replies_per_list" doc:"Most replies the list sends within reply_window to all unverified senders together, so spoofed mails cannot turn the list into a flood source."`
+	ReplyWindow          tomlx.Duration `toml:"reply_window" doc:"The period the reply limits count over."`
+}
+
+// TableDoc documents the table in the reference.
+func (Responder) TableDoc() string {
+	return "Replies of the command responder to senders whose signature did not verify."
+}
+
 // TableDoc documents the table in the reference.
 func (Keys) TableDoc() string {
 	return "Subscription and key workflows by mail to LIST-request@DOMAIN."
@@ -79,14 +95,16 @@ func Default() *Policy {
 		Owners:     []string{},
 		Moderators: []string{},
 		Post: Post{
-			Encrypted:    "require",
-			Signed:       "require",
-			NonMember:    "reject",
-			Replay:       "reject",
-			BadSignature: "reject",
-			MaxSize:      tomlx.NewSize("10MB"),
-			ReplayWindow: tomlx.NewDuration("30d"),
-			ClockSkew:    tomlx.NewDuration("15m"),
+			Encrypted:        "require",
+			Signed:           "require",
+			NonMember:        "reject",
+			Replay:           "reject",
+			BadSignature:     "reject",
+			MaxSize:          tomlx.NewSize("10MB"),
+			ReplayWindow:     tomlx.NewDuration("30d"),
+			ClockSkew:        tomlx.NewDuration("15m"),
+			UnboundSignature: "accept",
+			HoldExpiry:       tomlx.NewDuration("14d"),
 		},
 		Distribute: Distribute{
 			Encrypt:        "require",
@@ -98,6 +116,11 @@ func Default() *Policy {
 		Keys: Keys{
 			TokenExpiry: tomlx.NewDuration("72h"),
 			ModerateNew: true,
+		},
+		Responder: Responder{
+			MaxRepliesPerAddress: 5,
+			MaxRepliesPerList:    200,
+			ReplyWindow:          tomlx.NewDuration("24h"),
 		},
 	}
 }
@@ -189,6 +212,23 @@ func (p *Policy) validate(e *tomlx.Errors) {
 	oneOf(p.Post.NonMember, "non_member", "accept", "hold", "reject", "discard")
 	oneOf(p.Post.Replay, "replay", "reject", "hold", "discard")
 	oneOf(p.Post.BadSignature, "bad_signature", "reject", "hold", "discard")
+	oneOf(p.Post.UnboundSignature, "unbound_signature", "accept", "hold", "reject")
+	if p.Post.HoldExpiry.Err != nil {
+		e.At([]string{"post", "hold_expiry"}, "post.hold_expiry: %v", p.Post.HoldExpiry.Err)
+	} else if p.Post.HoldExpiry.D < time.Hour || p.Post.HoldExpiry.D > 365*24*time.Hour {
+		e.At([]string{"post", "hold_expiry"}, "post.hold_expiry must be between 1h and 365d")
+	}
+	if p.Responder.MaxRepliesPerAddress < 0 {
+		e.At([]string{"responder", "max_replies_per_address"}, "responder.max_replies_per_address must not be negative")
+	}
+	if p.Responder.MaxRepliesPerList < 0 {
+		e.At([]string{"responder", "max_replies_per_list"}, "responder.max_replies_per_list must not be negative")
+	}
+	if p.Responder.ReplyWindow.Err != nil {
+		e.At([]string{"responder", "reply_window"}, "responder.reply_window: %v", p.Responder.ReplyWindow.Err)
+	} else if p.Responder.ReplyWindow.D < time.Minute || p.Responder.ReplyWindow.D > 30*24*time.Hour {
+		e.At([]string{"responder", "reply_window"}, "responder.reply_window must be between 1m and 30d")
+	}
 	if p.Post.MaxSize.Err != nil {
 		e.At([]string{"post", "max_size"}, "post.max_size: %v", p.Post.MaxSize.Err)
 	} else if p.Post.MaxSize.Bytes < 1024 {
@@ -320,6 +360,8 @@ bad_signature = %q   # reject | hold | discard
 max_size = %q
 replay_window = %q
 clock_skew = %q
+unbound_signature = %q  # accept | hold | reject
+hold_expiry = %q
 
 [distribute]
 encrypt = %q         # require | when-possible | never
@@ -333,9 +375,15 @@ keep_sender_signature = %t
 token_expiry = %q
 moderate_new = %t
 moderate_change = %t
+
+[responder]
+max_replies_per_address = %d
+max_replies_per_list = %d
+reply_window = %q
 `, address, owners, d.Post.Encrypted, d.Post.Signed, d.Post.NonMember, d.Post.Replay, d.Post.BadSignature,
-		d.Post.MaxSize.Raw, d.Post.ReplayWindow.Raw, d.Post.ClockSkew.Raw,
+		d.Post.MaxSize.Raw, d.Post.ReplayWindow.Raw, d.Post.ClockSkew.Raw, d.Post.UnboundSignature, d.Post.HoldExpiry.Raw,
 		d.Distribute.Encrypt, d.Distribute.BatchSize, d.Distribute.HideRecipients, d.Distribute.Subject,
 		d.Distribute.From, d.Distribute.KeepSenderSignature,
-		d.Keys.TokenExpiry.Raw, d.Keys.ModerateNew, d.Keys.ModerateChange)
+		d.Keys.TokenExpiry.Raw, d.Keys.ModerateNew, d.Keys.ModerateChange,
+		d.Responder.MaxRepliesPerAddress, d.Responder.MaxRepliesPerList, d.Responder.ReplyWindow.Raw)
 }

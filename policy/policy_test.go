@@ -204,7 +204,7 @@ func TestReferenceUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Default()
-	if p.Post != d.Post || p.Distribute != d.Distribute || p.Keys != d.Keys {
+	if p.Post != d.Post || p.Distribute != d.Distribute || p.Keys != d.Keys || p.Responder != d.Responder {
 		t.Fatalf("template differs from defaults: %+v", p)
 	}
 }

@@ -112,6 +112,30 @@ CREATE INDEX delivered_recipients_delivered_at ON delivered_recipients(delivered
 	PRIMARY KEY (list, address, fingerprint)
 );
 CREATE INDEX challenges_list_expires_at ON challenges(list, expires_at)`,
+	// 4: replies the responder sent to senders it could not verify, for
+	// the per-address and per-list rate limits ([responder] policy keys).
+	`CREATE TABLE responder_replies (
+	list     TEXT NOT NULL,
+	address  TEXT NOT NULL,
+	sent_at  TIMESTAMP NOT NULL
+);
+CREATE INDEX responder_replies_list_sent_at ON responder_replies(list, sent_at);
+CREATE INDEX responder_replies_address ON responder_replies(list, address, sent_at)`,
+	// 5: members the MTA refused permanently (5xx at RCPT) for one post:
+	// taken out of that delivery, not retried, told to the owners.
+	`CREATE TABLE refused_recipients (
+	list       TEXT NOT NULL REFERENCES lists(address) ON DELETE CASCADE,
+	post_id    {{BLOB}} NOT NULL,
+	address    TEXT NOT NULL,
+	reply      TEXT NOT NULL,
+	refused_at TIMESTAMP NOT NULL,
+	PRIMARY KEY (list, post_id, address)
+);
+CREATE INDEX refused_recipients_refused_at ON refused_recipients(refused_at)`,
+	// 6: held posts expire (post.hold_expiry): when, and whether the
+	// moderators were told about the hold.
+	`ALTER TABLE holds ADD COLUMN expired_at TIMESTAMP;
+ALTER TABLE holds ADD COLUMN notified_at TIMESTAMP`,
 }
 
 // typeMap holds the per-engine spelling of the types that differ.

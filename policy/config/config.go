@@ -37,10 +37,12 @@ type Config struct {
 
 // Milter configures listcrypt-milter's socket.
 type Milter struct {
-	Listen         string         `toml:"listen" doc:"Milter socket: \"unix:/path\" or \"inet:HOST:PORT\" (also \"inet:PORT@HOST\", as OpenDKIM writes it). The Postfix side is smtpd_milters = unix:/path or inet:HOST:PORT."`
-	SocketMode     string         `toml:"socket_mode" doc:"Permissions of a unix socket (octal). smtpd runs as user postfix and must be able to write it."`
-	Timeout        tomlx.Duration `toml:"timeout" doc:"Longest time one MTA connection may stay silent before the milter drops it."`
-	MaxConnections int            `toml:"max_connections" doc:"Most MTA connections served at once; more wait for a free slot."`
+	Listen             string         `toml:"listen" doc:"Milter socket: \"unix:/path\" or \"inet:HOST:PORT\" (also \"inet:PORT@HOST\", as OpenDKIM writes it). The Postfix side is smtpd_milters = unix:/path or inet:HOST:PORT."`
+	SocketMode         string         `toml:"socket_mode" doc:"Permissions of a unix socket (octal). smtpd runs as user postfix and must be able to write it."`
+	SocketGroup        string         `toml:"socket_group" doc:"Group (name or number) that owns a unix socket; with socket_mode 0660 only the MTA's group (postfix, smmsp) can connect. Empty: the daemon's own group."`
+	RecipientDelimiter string         `toml:"recipient_delimiter" doc:"The MTA's address extension delimiters (Postfix recipient_delimiter, Sendmail's \"+\"): RCPT TO devs+anything@ is recognised as the list devs@. Every character in the string is a delimiter; empty: none."`
+	Timeout            tomlx.Duration `toml:"timeout" doc:"Longest time one MTA connection may stay silent before the milter drops it."`
+	MaxConnections     int            `toml:"max_connections" doc:"Most MTA connections served at once; more wait for a free slot."`
 }
 
 // TableDoc documents the table in the reference.
@@ -88,10 +90,11 @@ func Default() *Config {
 		PolicyDir:      "/etc/listcrypt/lists.d",
 		PassphraseFile: "/etc/listcrypt/passphrase",
 		Milter: Milter{
-			Listen:         "unix:/run/listcrypt/milter.sock",
-			SocketMode:     "0666",
-			Timeout:        tomlx.NewDuration("5m"),
-			MaxConnections: 64,
+			Listen:             "unix:/run/listcrypt/milter.sock",
+			SocketMode:         "0666",
+			Timeout:            tomlx.NewDuration("5m"),
+			MaxConnections:     64,
+			RecipientDelimiter: "+",
 		},
 		Reinject: Reinject{Address: "127.0.0.1:10026"},
 		Limits: Limits{
