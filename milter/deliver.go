@@ -72,7 +72,7 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 		}
 	}
 
-	post, err := outboundPost(msg, res)
+	post, err := srv.outboundPost(ctx, p, msg, res)
 	if err != nil {
 		return nil, err
 	}
@@ -205,19 +205,11 @@ func (srv *Server) Distribute(ctx context.Context, p *policy.Policy, msg []byte)
 		return 0, err
 	}
 	defer unlock()
-	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
+	ex, err := srv.examine(ctx, []*policy.Policy{p}, msg)
 	if err != nil {
 		return 0, err
 	}
-	members, err := srv.opts.Keys.Members(ctx, p.Address)
-	if err != nil {
-		return 0, err
-	}
-	res, err := inbound.Examine(inbound.Input{Message: msg, ListKey: listKey, Signers: members.Ring, Now: srv.opts.Now(),
-		Limits: InboundLimits(srv.opts.Config)})
-	if err != nil {
-		return 0, err
-	}
+	res := ex.res
 	if res.Encrypted && !res.Integrity {
 		return 0, fmt.Errorf("the held post cannot be decrypted: %v", res.Problems)
 	}

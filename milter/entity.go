@@ -1,116 +1,114 @@
 package milter
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"fmt"
-	"mime"
 	"net/mail"
 	"strings"
 
-	"github.com/emersion/go-message/textproto"
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
 	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/milter/outbound"
+	"github.com/listcrypt/listcrypt/policy"
 )
 
-// outboundPost turns the examined post into what members read: the
-// decrypted inner entity (without the sender's signature wrapper unless
-// the policy keeps it) and the original header fields.
-func outboundPost(msg []byte, res *inbound.Result) (outbound.Post, error) {
+// The lines members read inside the encryption when the author's
+// signature leaves something they see unchecked.
+const (
+	noticeUnbound = "listcrypt: the author's signature does not say it was written for this list (it names no recipients). " +
+		"It could be a signed message the author sent somewhere else, re-sent here by someone else."
+	noticeSubject  = "listcrypt: the Subject was not covered by the author's signature."
+	noticeUnsigned = "listcrypt: this post is not signed by a member's key; nothing shows who wrote it."
+)
+
+// outboundPost turns the examined post into what members of list p read.
+// The entity is res.Content: for a signed post exactly the bytes whose
+// signature was verified, never a second parse of the message. The
+// header members see comes from the checked sender and the signed header
+// fields only (see memberHeader).
+func (srv *Server) outboundPost(ctx context.Context, p *policy.Policy, msg []byte, res *inbound.Result) (outbound.Post, error) {
 	var post outbound.Post
 	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
 	if err != nil {
 		return post, fmt.Errorf("read post header: %w", err)
 	}
+	if len(res.Content) == 0 {
+		return post, fmt.Errorf("the examined post has no content to distribute")
+	}
 	h := hdr.Header
-	post.Header = outbound.Header{From: h.Get("From"), ReplyTo: h.Get("Reply-To"), To: h.Get("To"), Cc: h.Get("Cc"),
+	outer := outbound.Header{From: h.Get("From"), ReplyTo: h.Get("Reply-To"), To: h.Get("To"), Cc: h.Get("Cc"),
 		Date: h.Get("Date"), MessageID: h.Get("Message-Id"), InReplyTo: h.Get("In-Reply-To"),
 		References: h.Get("References"), Subject: h.Get("Subject")}
-	var entity []byte
-	switch res.Kind {
-	case inbound.PGPMIMEEncrypted:
-		entity = res.Plaintext
-	case inbound.InlineEncrypted:
-		entity = append([]byte("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"), res.Plaintext...)
-	case inbound.InlineSigned:
-		if len(res.Plaintext) > 0 { // a signed (not cleartext-signed) PGP MESSAGE
-			entity = append([]byte("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"), res.Plaintext...)
-			break
-		}
-		entity = contentEntity(msg) // the cleartext-signed text as sent
-	default: // plain and PGP/MIME signed: the message's own MIME entity
-		entity = contentEntity(msg)
+	post.Inner = res.Content
+	if res.Sig != inbound.SigValid || !res.ContentSigned {
+		post.Header = outer
+		post.Notice = noticeUnsigned
+		return post, nil
 	}
-	if first, ok := FirstSignedPart(entity); ok {
-		post.SenderSigned = entity
-		entity = first
-	} else if res.Kind == inbound.PGPMIMEEncrypted && res.Sig == inbound.SigValid {
-		// Signed inside the encryption (RFC 3156 §6.2): the signature is
-		// a detached one over the inner entity.
-		post.SenderSignature = res.SignaturePacket
+	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
+	if err != nil {
+		return post, err
 	}
-	post.Inner = entity
+	var notes []string
+	post.Header, notes = memberHeader(outer, res, listKey, p.Address)
+	post.SenderSigned = res.KeptSigned
+	post.Notice = strings.Join(notes, "\n")
 	return post, nil
 }
 
-// contentEntity keeps the Content-* fields of msg's header and its body.
-func contentEntity(msg []byte) []byte {
-	head, body, found := bytes.Cut(msg, []byte("\r\n\r\n"))
-	if !found {
-		head, body, _ = bytes.Cut(msg, []byte("\n\n"))
-	}
-	var out bytes.Buffer
-	keep := false
-	for _, line := range strings.SplitAfter(string(head), "\n") {
-		if line == "" {
-			continue
+// memberHeader decides the header fields members see of a post with a
+// valid signature, and the notices that go with them:
+//
+//   - From: the checked sender's address (the outer From, whose registered
+//     key made the signature; decide refuses a signed From that differs),
+//     with the name from the signed From, else from the signer's key's
+//     user ID for that address. The outer display name is not used.
+//   - Reply-To: the signed one (protected headers) or none.
+//   - Subject, To, Cc, Date: the signed ones when the signed entity
+//     carries protected headers (RFC 9788 hp= or protected-headers="v1");
+//     otherwise the outer ones, and for the Subject a notice says so.
+//   - Message-ID, In-Reply-To, References: the outer ones (threading).
+func memberHeader(outer outbound.Header, res *inbound.Result, listKey *openpgp.Entity, listAddr string) (outbound.Header, []string) {
+	h := outbound.Header{To: outer.To, Cc: outer.Cc, Date: outer.Date, Subject: outer.Subject,
+		MessageID: outer.MessageID, InReplyTo: outer.InReplyTo, References: outer.References}
+	from := policy.NormalizeAddress(outer.From)
+	name := ""
+	sh := res.Signed
+	if sh != nil && len(sh.Froms) == 1 {
+		if a, err := mail.ParseAddress(sh.Froms[0]); err == nil {
+			name = a.Name
 		}
-		if line[0] != ' ' && line[0] != '\t' {
-			name, _, _ := strings.Cut(line, ":")
-			keep = strings.HasPrefix(strings.ToLower(name), "content-")
+	}
+	if name == "" && res.Signer != nil {
+		for _, id := range res.Signer.Identities {
+			if id.UserId != nil && strings.EqualFold(id.UserId.Email, from) {
+				name = id.UserId.Name
+				break
+			}
 		}
-		if keep {
-			out.WriteString(strings.TrimRight(line, "\r\n") + "\r\n")
+	}
+	h.From = (&mail.Address{Name: name, Address: from}).String()
+	var notes []string
+	if res.Binding(listKey, listAddr) == inbound.BindingNone {
+		notes = append(notes, noticeUnbound)
+	}
+	if sh != nil && sh.Protected {
+		h.ReplyTo = sh.ReplyTo
+		for _, f := range []struct {
+			dst *string
+			v   string
+		}{{&h.Subject, sh.Subject}, {&h.To, sh.To}, {&h.Cc, sh.Cc}, {&h.Date, sh.Date}} {
+			if f.v != "" {
+				*f.dst = f.v
+			}
 		}
+		if sh.Subject == "" && outer.Subject != "" {
+			notes = append(notes, noticeSubject)
+		}
+	} else if outer.Subject != "" {
+		notes = append(notes, noticeSubject)
 	}
-	if out.Len() == 0 {
-		out.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
-	}
-	out.WriteString("\r\n")
-	out.Write(body)
-	return out.Bytes()
-}
-
-// FirstSignedPart returns the signed (first) part of a multipart/signed
-// entity, raw (RFC 3156 §5).
-func FirstSignedPart(entity []byte) ([]byte, bool) {
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(entity)))
-	if err != nil {
-		return nil, false
-	}
-	ct := strings.ToLower(h.Get("Content-Type"))
-	if !strings.HasPrefix(ct, "multipart/signed") {
-		return nil, false
-	}
-	_, params, err := mime.ParseMediaType(h.Get("Content-Type"))
-	if err != nil || params["boundary"] == "" {
-		return nil, false
-	}
-	delim := []byte("--" + params["boundary"])
-	i := bytes.Index(entity, delim)
-	if i < 0 {
-		return nil, false
-	}
-	rest := entity[i+len(delim):]
-	nl := bytes.IndexByte(rest, '\n')
-	if nl < 0 {
-		return nil, false
-	}
-	rest = rest[nl+1:]
-	j := bytes.Index(rest, append([]byte("\r\n"), delim...))
-	if j < 0 {
-		return nil, false
-	}
-	return rest[:j], true
+	return h, notes
 }

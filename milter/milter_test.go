@@ -19,6 +19,7 @@ import (
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/milter"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
+	"github.com/listcrypt/listcrypt/milter/outbound"
 	"github.com/listcrypt/listcrypt/policy/tomlx"
 )
 
@@ -487,8 +488,12 @@ func TestKeepSenderSignature(t *testing.T) {
 			body = append(body, m.Body...)
 		}
 	}
-	inner := milterfix.DecryptCopy(t, body, f.bob, f.site.ListKey)
-	first, ok := milter.FirstSignedPart(inner)
+	payload := milterfix.DecryptCopy(t, body, f.bob, f.site.ListKey)
+	_, _, inner, perr := outbound.PayloadParts(payload)
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	first, ok := milterfix.FirstSignedPart(inner)
 	if !ok {
 		t.Fatalf("no multipart/signed inside:\n%s", inner)
 	}

@@ -58,10 +58,18 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 
 	outs := make([]outcome, 0, len(s.lists))
 	infos := make([]postInfo, 0, len(s.lists))
-	for _, p := range s.lists {
-		start := time.Now()
-		d, res, info, err := srv.decide(ctx, p, msg)
+	start := time.Now()
+	ex, exErr := srv.examine(ctx, s.lists, msg)
+	for i, p := range s.lists {
+		var d policy.Decision
+		var res *inbound.Result
+		var info postInfo
+		err := exErr
+		if err == nil {
+			d, res, info, err = srv.decide(ctx, p, msg, ex, i)
+		}
 		info.took = time.Since(start)
+		start = time.Now()
 		outs = append(outs, outcome{list: p, decision: d, res: res, postID: info.postID, err: err})
 		infos = append(infos, info)
 	}
@@ -234,9 +242,76 @@ type postInfo struct {
 	skipped    int // members left out (no usable key)
 }
 
-// decide examines msg for list p and maps the findings through p's
-// policy. This is where a post is decided.
-func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (policy.Decision, *inbound.Result, postInfo, error) {
+// examination is one examination of a post for every list the
+// transaction addresses: the post is decrypted once, with the first list
+// key that opens it, and its signature verified once against the members
+// of all those lists together.
+type examination struct {
+	res      *inbound.Result
+	listKeys []*openpgp.Entity
+	members  []*keyring.MemberSet
+}
+
+// examine examines msg for lists (all locked by the caller). The
+// plaintext may not grow past the smallest post.max_size of the lists
+// (nor the site's max_decompressed_size): a post that inflates beyond
+// what the list would accept in clear is refused before any policy
+// check, whoever sent it.
+func (srv *Server) examine(ctx context.Context, lists []*policy.Policy, msg []byte) (*examination, error) {
+	ex := &examination{}
+	lim := InboundLimits(srv.opts.Config)
+	rings := make(unionRing, 0, len(lists))
+	for _, p := range lists {
+		k, err := srv.opts.Keys.ListKey(ctx, p.Address)
+		if err != nil {
+			return nil, err
+		}
+		m, err := srv.opts.Keys.Members(ctx, p.Address)
+		if err != nil {
+			return nil, err
+		}
+		ex.listKeys = append(ex.listKeys, k)
+		ex.members = append(ex.members, m)
+		rings = append(rings, m.Ring)
+		if b := p.Post.MaxSize.Bytes; b > 0 && b < lim.MaxDecompressed {
+			lim.MaxDecompressed = b
+		}
+	}
+	var signers openpgp.KeyRing = rings
+	if len(rings) == 1 {
+		signers = rings[0]
+	}
+	res, err := inbound.Examine(inbound.Input{Message: msg, ListKey: ex.listKeys[0], AlsoFor: ex.listKeys[1:],
+		Signers: signers, Now: srv.opts.Now(), Limits: lim})
+	if err != nil {
+		return nil, fmt.Errorf("examine post: %w", err)
+	}
+	ex.res = res
+	return ex, nil
+}
+
+// unionRing verifies against the members of several lists at once.
+type unionRing []*keyring.MemberKeyRing
+
+func (u unionRing) KeysById(id uint64) []openpgp.Key {
+	var out []openpgp.Key
+	for _, r := range u {
+		out = append(out, r.KeysById(id)...)
+	}
+	return out
+}
+
+func (u unionRing) EntitiesById(id uint64) []*openpgp.Entity {
+	var out []*openpgp.Entity
+	for _, r := range u {
+		out = append(out, r.EntitiesById(id)...)
+	}
+	return out
+}
+
+// decide maps the examination of msg through the policy of list p (the
+// i-th list of the examination). This is where a post is decided.
+func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex *examination, i int) (policy.Decision, *inbound.Result, postInfo, error) {
 	now := srv.opts.Now()
 	var info postInfo
 	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
@@ -249,20 +324,7 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 		return problemDecision(malformed("the message needs exactly one From address")), nil, info, nil
 	}
 	info.from = policy.NormalizeAddress(from[0].Address)
-
-	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
-	if err != nil {
-		return policy.Decision{}, nil, info, err
-	}
-	members, err := srv.opts.Keys.Members(ctx, p.Address)
-	if err != nil {
-		return policy.Decision{}, nil, info, err
-	}
-	res, err := inbound.Examine(inbound.Input{Message: msg, ListKey: listKey, Signers: members.Ring, Now: now,
-		Limits: InboundLimits(srv.opts.Config)})
-	if err != nil {
-		return policy.Decision{}, nil, info, fmt.Errorf("examine post: %w", err)
-	}
+	res, members := ex.res, ex.members[i]
 	info.kind = res.Kind.String()
 	info.problems = res.Problems
 
@@ -278,11 +340,33 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 		f.Problem = problemFor(pr, p)
 		break
 	}
+	forList := res.ForList
+	if i > 0 && i-1 < len(res.AlsoFor) {
+		forList = res.AlsoFor[i-1]
+	}
+	if f.Problem == nil && res.Encrypted && res.Integrity && !forList {
+		f.Problem = problemFor(inbound.ErrNotForList, p)
+		info.problems = append(info.problems, inbound.ErrNotForList)
+	}
 	switch res.Sig {
 	case inbound.SigValid:
-		f.Signature = policy.SignedValid
 		info.signer = res.SignerFingerprint
+		if !memberKey(members, res.SignerFingerprint) {
+			// Valid, but by a member of another list of this transaction.
+			f.Signature = policy.SignedUnknown
+			break
+		}
+		f.Signature = policy.SignedValid
 		f.SignerBoundToFrom = members.Active[info.from] == res.SignerFingerprint
+		if f.Problem == nil && f.SignerBoundToFrom {
+			f.Problem = signedFromProblem(res, info.from)
+		}
+		switch res.Binding(ex.listKeys[i], p.Address) {
+		case inbound.BindingList:
+			f.Binding = policy.BoundToList
+		case inbound.BindingOther:
+			f.Binding = policy.BoundElsewhere
+		}
 	case inbound.SigBad:
 		f.Signature = policy.SignedBad
 	case inbound.SigUnknownKey:
@@ -330,6 +414,38 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte) (po
 	}
 	info.postID = id
 	return d, res, info, nil
+}
+
+// memberKey reports whether fpr is an active member's key.
+func memberKey(m *keyring.MemberSet, fpr string) bool {
+	for _, f := range m.Active {
+		if f == fpr {
+			return true
+		}
+	}
+	return false
+}
+
+// signedFromProblem refuses a post whose signed bytes carry a From that
+// is not the sender whose key made the signature: the From members see
+// comes from the checked sender, and a signed From claiming someone else
+// is a forgery attempt by the signer.
+func signedFromProblem(res *inbound.Result, from string) *policy.Problem {
+	if res.Signed == nil || len(res.Signed.Froms) == 0 {
+		return nil
+	}
+	bad := len(res.Signed.Froms) > 1
+	for _, v := range res.Signed.Froms {
+		list, err := mail.ParseAddressList(v)
+		if err != nil || len(list) != 1 || policy.NormalizeAddress(list[0].Address) != from {
+			bad = true
+		}
+	}
+	if !bad {
+		return nil
+	}
+	return &policy.Problem{Code: 550, Enhanced: "5.7.1", Reason: "signed-from-mismatch",
+		Text: "the From inside the signed message is not the sender's address " + from + "; a member can only post as themself"}
 }
 
 // InboundLimits are the site's limits for examining a post.

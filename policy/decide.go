@@ -33,6 +33,23 @@ const (
 	SignedUnknown
 )
 
+// Binding is what a valid signature shows about whom it was made for.
+type Binding int
+
+// Binding states.
+const (
+	// Unbound: the signature names no recipient (no Intended Recipient
+	// Fingerprint subpacket, no signed To/Cc): post.unbound_signature
+	// decides.
+	Unbound Binding = iota
+	// BoundToList: the signature names this list.
+	BoundToList
+	// BoundElsewhere: the signature names recipients and this list is
+	// not among them (a message written for someone else, re-sent to the
+	// list): always refused.
+	BoundElsewhere
+)
+
 // Problem is a structural fault of a post found before any policy applies:
 // the post is refused whatever the policy says.
 type Problem struct {
@@ -57,6 +74,8 @@ type Findings struct {
 	// SignerBoundToFrom: the signing key is the registered key of the
 	// member whose address is the From address.
 	SignerBoundToFrom bool
+	// Binding: whom the valid signature was made for (SignedValid only).
+	Binding Binding
 	// SigTime is the signature's creation time (zero when unsigned).
 	SigTime time.Time
 	// FromMember: the From address is an active member of the list.
@@ -77,8 +96,8 @@ type Decision struct {
 
 // Decide maps the findings of a post through the list policy at now.
 // Checks run in this order: structural problem, replay, encryption,
-// membership, signature, signature age; the first that does not accept
-// decides.
+// membership, signature, binding to other recipients, signature age,
+// unbound signature; the first that does not accept decides.
 func (p *Policy) Decide(f Findings, now time.Time) Decision {
 	if f.Problem != nil {
 		return Decision{Action: Reject, Code: f.Problem.Code, Enhanced: f.Problem.Enhanced, Text: f.Problem.Text, Reason: f.Problem.Reason}
@@ -116,6 +135,10 @@ func (p *Policy) Decide(f Findings, now time.Time) Decision {
 			return p.act(p.Post.BadSignature, "signer-not-from", 550, "5.7.7",
 				"the post is signed by a member key that is not registered for the From address")
 		}
+		if f.Binding == BoundElsewhere {
+			return Decision{Action: Reject, Code: 550, Enhanced: "5.7.1", Reason: "signed-for-others",
+				Text: fmt.Sprintf("the post's signature names other recipients, not %s: it was written for someone else; sign a new post to the list", p.Address)}
+		}
 		if f.SigTime.After(now.Add(p.Post.ClockSkew.D)) {
 			return p.act(p.Post.BadSignature, "signature-in-future", 550, "5.7.7",
 				"the post's signature is dated in the future; check your computer's clock")
@@ -123,6 +146,10 @@ func (p *Policy) Decide(f Findings, now time.Time) Decision {
 		if f.SigTime.Before(now.Add(-p.Post.ReplayWindow.D)) {
 			return p.act(p.Post.Replay, "signature-too-old", 550, "5.7.1",
 				fmt.Sprintf("the post's signature is older than %s and is taken for a replay; sign a new post", p.Post.ReplayWindow.Raw))
+		}
+		if f.Binding == Unbound && p.Post.UnboundSignature != "accept" {
+			return p.act(p.Post.UnboundSignature, "unbound-signature", 550, "5.7.1",
+				fmt.Sprintf("the post's signature does not show it was written for %s; put the list address in To or Cc and use a mail client that protects headers (or encrypt and sign with a current OpenPGP program)", p.Address))
 		}
 	case Unsigned:
 		switch p.Post.Signed {

@@ -2,8 +2,7 @@ package inbound
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"errors"
+		"errors"
 	"io"
 	"time"
 
@@ -26,6 +25,7 @@ type examiner struct {
 	signers openpgp.KeyRing
 	cfg     *packet.Config // decryption: Input.Now as the clock
 	vcfg    *packet.Config // verification: see verifyConfig
+	valid   *sigOutcome    // the signature Result.Sig == SigValid rests on
 }
 
 // verifyConfig is the packet.Config for signature verification. Its clock
@@ -66,6 +66,7 @@ func (ex *examiner) run() {
 		return
 	}
 	ex.decideOuter(t)
+	ex.buildContent()
 }
 
 func countKinds(t *tree) (enc []leaf, clear []leaf, meaningful int) {
@@ -236,8 +237,11 @@ func (ex *examiner) decrypt(bin []byte, sc *scanResult) ([]byte, bool) {
 		return nil, false
 	}
 	res.Integrity = true
-	sum := sha256.Sum256(pt)
-	ex.apply(evalSignatures(md, sum[:], ex.in.ListKey.PrimaryKey.Fingerprint))
+	form := formText
+	if ex.res.Kind == PGPMIMEEncrypted {
+		form = formEntity
+	}
+	ex.apply(ex.evalSignatures(md, pt, form))
 	return pt, true
 }
 
@@ -268,13 +272,62 @@ func innerTag(b byte) int {
 	return int(b>>2) & 0xf
 }
 
-// openData finds a PKESK the list key can open and returns the decrypting
-// reader of the encrypted data packet.
+// openData finds, for the list key and every key of Input.AlsoFor, a
+// PKESK it opens, decrypts the data once with the first session key that
+// fits, and records in Result.ForList / Result.AlsoFor which keys opened
+// that same session key.
 func (ex *examiner) openData(bin []byte, sc *scanResult) (io.ReadCloser, error) {
 	lk := ex.in.ListKey
 	if len(sc.pkesks) == 0 {
 		return nil, wrap(ErrNotForList, "the message is encrypted with a passphrase only")
 	}
+	keys := append([]*openpgp.Entity{lk}, ex.in.AlsoFor...)
+	opened := make([]*packet.EncryptedKey, len(keys))
+	for i, k := range keys {
+		if k != nil {
+			opened[i] = ex.sessionKey(k, bin, sc)
+		}
+	}
+	dp, err := packet.Read(bytes.NewReader(bin[sc.data.start:sc.data.end]))
+	if err != nil {
+		return nil, malformed("OpenPGP encrypted data: %v", err)
+	}
+	edp, ok := dp.(packet.EncryptedDataPacket)
+	if !ok {
+		return nil, malformed("OpenPGP: unexpected encrypted data packet %T", dp)
+	}
+	if se, ok := dp.(*packet.SymmetricallyEncrypted); ok && !se.IntegrityProtected {
+		return nil, wrap(ErrNoIntegrity, "Symmetrically Encrypted Data packet (tag 9)")
+	}
+	for i, ek := range opened {
+		if ek == nil {
+			continue
+		}
+		rc, err := edp.Decrypt(ek.CipherFunc, ek.Key)
+		if errors.Is(err, pgperrors.ErrKeyIncorrect) {
+			continue
+		}
+		if err != nil {
+			return nil, wrap(ErrTampered, "cannot decrypt the data: %v", err)
+		}
+		ex.res.AlsoFor = make([]bool, len(ex.in.AlsoFor))
+		for j, other := range opened {
+			same := other != nil && other.CipherFunc == ek.CipherFunc && bytes.Equal(other.Key, ek.Key)
+			if j == 0 {
+				ex.res.ForList = same
+			} else {
+				ex.res.AlsoFor[j-1] = same
+			}
+		}
+		_ = i
+		return rc, nil
+	}
+	return nil, wrap(ErrNotForList, "none of the %d key packets is for the list key %s", len(sc.pkesks), fingerprint(lk))
+}
+
+// sessionKey returns the first PKESK of the message that key opens, with
+// its session key decrypted, or nil.
+func (ex *examiner) sessionKey(key *openpgp.Entity, bin []byte, sc *scanResult) *packet.EncryptedKey {
 	for _, sp := range sc.pkesks {
 		p, err := packet.Read(bytes.NewReader(bin[sp.start:sp.end]))
 		if err != nil {
@@ -284,7 +337,7 @@ func (ex *examiner) openData(bin []byte, sc *scanResult) (io.ReadCloser, error) 
 		if !ok {
 			continue
 		}
-		for _, k := range lk.DecryptionKeys(ek.KeyId, time.Time{}, ex.cfg) {
+		for _, k := range key.DecryptionKeys(ek.KeyId, time.Time{}, ex.cfg) {
 			if k.PrivateKey == nil || k.PrivateKey.Encrypted {
 				continue
 			}
@@ -294,28 +347,10 @@ func (ex *examiner) openData(bin []byte, sc *scanResult) (io.ReadCloser, error) 
 			if err := ek.Decrypt(k.PrivateKey, ex.cfg); err != nil {
 				continue
 			}
-			dp, err := packet.Read(bytes.NewReader(bin[sc.data.start:sc.data.end]))
-			if err != nil {
-				return nil, malformed("OpenPGP encrypted data: %v", err)
-			}
-			edp, ok := dp.(packet.EncryptedDataPacket)
-			if !ok {
-				return nil, malformed("OpenPGP: unexpected encrypted data packet %T", dp)
-			}
-			if se, ok := dp.(*packet.SymmetricallyEncrypted); ok && !se.IntegrityProtected {
-				return nil, wrap(ErrNoIntegrity, "Symmetrically Encrypted Data packet (tag 9)")
-			}
-			rc, err := edp.Decrypt(ek.CipherFunc, ek.Key)
-			if errors.Is(err, pgperrors.ErrKeyIncorrect) {
-				continue
-			}
-			if err != nil {
-				return nil, wrap(ErrTampered, "cannot decrypt the data: %v", err)
-			}
-			return rc, nil
+			return ek
 		}
 	}
-	return nil, wrap(ErrNotForList, "none of the %d key packets is for the list key %s", len(sc.pkesks), fingerprint(lk))
+	return nil
 }
 
 // readSignedOnly handles an inline PGP MESSAGE that is signed but not
@@ -345,8 +380,7 @@ func (ex *examiner) readSignedOnly(bin []byte) {
 		res.Kind = Plain
 		return
 	}
-	sum := sha256.Sum256(pt)
-	ex.apply(evalSignatures(md, sum[:], nil))
+	ex.apply(ex.evalSignatures(md, pt, formText))
 }
 
 // examineInner walks the decrypted MIME entity (same limits, counts go
@@ -392,6 +426,10 @@ func (ex *examiner) verifyDetached(signed, armored []byte) sigOutcome {
 }
 
 func (ex *examiner) verifyDetachedBin(signed, sigBin []byte) sigOutcome {
+	return ex.verifyDetachedForm(signed, sigBin, formEntity)
+}
+
+func (ex *examiner) verifyDetachedForm(signed, sigBin []byte, form contentForm) sigOutcome {
 	md, err := openpgp.VerifyDetachedSignatureReader(ex.signers, bytes.NewReader(signed), bytes.NewReader(sigBin), ex.vcfg)
 	if err != nil {
 		return sigOutcome{problem: malformed("signature: %v", err)}
@@ -399,8 +437,7 @@ func (ex *examiner) verifyDetachedBin(signed, sigBin []byte) sigOutcome {
 	if _, err := io.Copy(io.Discard, md.UnverifiedBody); err != nil {
 		return sigOutcome{problem: malformed("signature: %v", err)}
 	}
-	sum := sha256.Sum256(signed)
-	return evalSignatures(md, sum[:], nil)
+	return ex.evalSignatures(md, signed, form)
 }
 
 // verifyClearsigned verifies a cleartext signature (RFC 9580 §7).
@@ -413,7 +450,7 @@ func (ex *examiner) verifyClearsigned(block []byte) sigOutcome {
 	if err != nil {
 		return sigOutcome{problem: malformed("cleartext signature armor: %v", err)}
 	}
-	return ex.verifyDetachedBin(b.Bytes, sigBin)
+	return ex.verifyDetachedForm(b.Bytes, sigBin, formCleartext)
 }
 
 // apply merges one signature verdict into the result. The worst verdict
@@ -429,7 +466,10 @@ func (ex *examiner) apply(o sigOutcome) {
 		return
 	}
 	res.Sig, res.SigTime, res.Signer, res.SignerFingerprint, res.SignaturePacket = o.status, o.time, nil, "", nil
+	res.IntendedRecipients, ex.valid = nil, nil
 	if o.status == SigValid {
 		res.Signer, res.SignerFingerprint, res.SignaturePacket = o.signer, fingerprint(o.signer), o.packet
+		res.IntendedRecipients = o.irfs
+		ex.valid = &o
 	}
 }

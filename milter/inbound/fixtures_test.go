@@ -381,7 +381,7 @@ func bombMessage(t testing.TB, f *fixtures) []byte {
 // signed message would.
 func reencrypt(t testing.TB, bin []byte, from, to *openpgp.Entity) []byte {
 	t.Helper()
-	ex := &examiner{in: Input{ListKey: from}, cfg: fixedConfig("re", tNow)}
+	ex := &examiner{in: Input{ListKey: from}, cfg: fixedConfig("re", tNow), res: &Result{}}
 	sc, err := scanPackets(bin, 64)
 	if err != nil {
 		t.Fatal(err)

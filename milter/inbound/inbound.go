@@ -71,11 +71,19 @@ type Input struct {
 	// ListKey is the list key with decrypted secret parts. It is used for
 	// decryption only, never to verify a signature.
 	ListKey *openpgp.Entity
+	// AlsoFor holds the keys of the other lists the same transaction
+	// addresses. The post is decrypted once: for each of these keys,
+	// Result.AlsoFor says whether the post carries a key packet that key
+	// opens to the same session key. A post not for ListKey itself is
+	// opened with the first of these that fits.
+	AlsoFor []*openpgp.Entity
 	// Signers holds the member keys. It is used to verify signatures only,
 	// never to decrypt.
 	Signers openpgp.KeyRing
-	// Now is the examination time (key validity for decryption). Signature
-	// times are not judged here: see Result.SigTime.
+	// Now is the examination time: key validity for decryption, and the
+	// signer's key must be valid (not expired, not revoked) now as well
+	// as when it signed. Signature times are not judged here: see
+	// Result.SigTime.
 	Now    time.Time
 	Limits Limits
 }
@@ -171,8 +179,39 @@ type Result struct {
 	CiphertextDigest []byte
 	// Plaintext is the inner MIME entity after decryption (PGP/MIME), the
 	// decrypted text (inline), or the literal content of a signed-only
-	// inline PGP MESSAGE. Keep it in memory only.
+	// inline PGP MESSAGE. Keep it in memory only. It is NOT what members
+	// receive: see Content.
 	Plaintext []byte
+	// ForList: the post is encrypted to Input.ListKey (a key packet it
+	// opens). AlsoFor[i]: the same for Input.AlsoFor[i]. Both false/nil
+	// for a post that is not encrypted.
+	ForList bool
+	AlsoFor []bool
+	// Content is the MIME entity members receive (see content.go). With
+	// a valid signature it is exactly the bytes that signature covers (in
+	// CRLF form): the signed first part of a multipart/signed (§5, §6.1),
+	// the signed literal data of a signed+encrypted post (§6.2), or, for
+	// inline PGP, a text/plain header written by listcrypt followed by the
+	// signed text. Nothing outside the signed bytes (wrapper headers,
+	// preamble, epilogue, sibling parts, armor headers) is in it. Without
+	// a valid signature it is the decrypted entity, or the message's own
+	// Content-* fields and body.
+	Content []byte
+	// ContentSigned: Content is the signed bytes of the valid signature
+	// (plus, for inline PGP, the text/plain header listcrypt wrote).
+	ContentSigned bool
+	// KeptSigned is the author's signature in a form members can verify
+	// themselves, built from Content and the signature only: a fresh
+	// multipart/signed (RFC 3156 §5) around Content, or a regenerated
+	// cleartext-signed text/plain entity. Nil when the post's shape cannot
+	// carry it (inline PGP MESSAGE) or there is no valid signature.
+	KeptSigned []byte
+	// Signed holds the header fields found at the top of the signed
+	// bytes (nil when the signed bytes have no MIME header of their own).
+	Signed *SignedHeader
+	// IntendedRecipients are the Intended Recipient Fingerprint
+	// subpackets (RFC 9580 §5.2.3.36) of the valid signature.
+	IntendedRecipients [][]byte
 	// Problems lists what is wrong with the post; empty means clean. See
 	// the Err* values, *MalformedError and *LimitError.
 	Problems []error

@@ -216,6 +216,15 @@ func sigDigest(sig *packet.Signature, contentDigest []byte) []byte {
 	return h.Sum(nil)
 }
 
+// contentForm says what the data a signature covers is.
+type contentForm int
+
+const (
+	formEntity    contentForm = iota // a MIME entity (header and body)
+	formText                         // text without a MIME header (inline PGP literal data)
+	formCleartext                    // the text of a cleartext signature (RFC 9580 §7), canonical
+)
+
 // sigOutcome is the verdict on the signatures of one signed object.
 type sigOutcome struct {
 	status  SigStatus
@@ -223,21 +232,26 @@ type sigOutcome struct {
 	time    time.Time
 	problem error
 	digests [][]byte
-	packet  []byte // the valid signature, serialized (SigValid only)
+	packet  []byte   // the valid signature, serialized (SigValid only)
+	irfs    [][]byte // its Intended Recipient fingerprints
+	data    []byte   // the bytes the signature covers (SigValid only)
+	form    contentForm
 }
 
 // evalSignatures reads the verdict from md after its body was read to
-// EOF. content is SHA-256 of the signed data (for sigDigest). When
-// encryptedTo is set, a signature that names intended recipients
-// (RFC 9580 §5.2.3.36) must name that key.
-func evalSignatures(md *openpgp.MessageDetails, content []byte, encryptedTo []byte) sigOutcome {
+// EOF. data is the signed data exactly as verified, form what it is.
+// A valid signature also needs its key to be valid at Input.Now (not
+// expired, not revoked): go-crypto checks the key at the signature's own,
+// sender-chosen creation time only, so a backdated signature by a key
+// that expired since would pass.
+func (ex *examiner) evalSignatures(md *openpgp.MessageDetails, data []byte, form contentForm) sigOutcome {
 	var out sigOutcome
 	if !md.IsSigned {
 		return out
 	}
 	for _, c := range md.SignatureCandidates {
 		if c.CorrespondingSig != nil {
-			out.digests = append(out.digests, sigDigest(c.CorrespondingSig, content))
+			out.digests = append(out.digests, sigDigest(c.CorrespondingSig, contentDigest(c.CorrespondingSig, data)))
 		}
 	}
 	if md.SignatureError == nil && md.Signature != nil && md.SignedBy != nil {
@@ -246,17 +260,13 @@ func evalSignatures(md *openpgp.MessageDetails, content []byte, encryptedTo []by
 		if md.Signature.Serialize(&b) == nil {
 			out.packet = b.Bytes()
 		}
-		if encryptedTo != nil && len(md.Signature.IntendedRecipients) > 0 {
-			found := false
-			for _, r := range md.Signature.IntendedRecipients {
-				if bytes.Equal(r.Fingerprint, encryptedTo) {
-					found = true
-				}
-			}
-			if !found {
-				out.status, out.signer = SigBad, nil
-				out.problem = wrap(ErrBadSignature, "the signature was made for other recipients (a signed message re-encrypted to the list)")
-			}
+		for _, r := range md.Signature.IntendedRecipients {
+			out.irfs = append(out.irfs, append([]byte(nil), r.Fingerprint...))
+		}
+		out.data, out.form = data, form
+		if _, ok := md.SignedBy.Entity.SigningKeyById(ex.in.Now, md.SignedBy.PublicKey.KeyId, ex.cfg); !ok {
+			out.status, out.signer, out.data = SigBad, nil, nil
+			out.problem = wrap(ErrBadSignature, "the signing key is expired, revoked or not valid for signing now")
 		}
 		return out
 	}
@@ -271,6 +281,21 @@ func evalSignatures(md *openpgp.MessageDetails, content []byte, encryptedTo []by
 	out.status = SigBad
 	out.problem = sigProblem(md.SignatureError)
 	return out
+}
+
+// contentDigest is SHA-256 of the data as sig hashes it: for a text
+// signature (type 0x01) in canonical text form (RFC 9580 §5.2.4, line
+// ends made CRLF the way go-crypto does when verifying), so that every
+// variant of the data the signature verifies over has one digest.
+func contentDigest(sig *packet.Signature, data []byte) []byte {
+	h := sha256.New()
+	if sig.SigType == packet.SigTypeText {
+		ch := openpgp.NewCanonicalTextHash(h)
+		ch.Write(data)
+		return ch.Sum(nil)
+	}
+	h.Write(data)
+	return h.Sum(nil)
 }
 
 // sigProblem sorts a verification failure: the key's state or a rejected

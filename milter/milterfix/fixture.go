@@ -5,10 +5,13 @@
 package milterfix
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
+	"mime"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+	"github.com/emersion/go-message/textproto"
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/admin"
@@ -269,4 +273,33 @@ func DecryptCopy(t testing.TB, msg []byte, member, listKey *openpgp.Entity) []by
 		t.Fatalf("copy not signed by the list key: %v", md.SignatureError)
 	}
 	return pt.Bytes()
+}
+
+// FirstSignedPart returns the first body part of a multipart/signed
+// entity exactly as transmitted (RFC 3156 §5), parsed with go-message.
+// Tests use it to verify an author's signature in a member's copy.
+func FirstSignedPart(entity []byte) ([]byte, bool) {
+	br := bufio.NewReader(bytes.NewReader(entity))
+	h, err := textproto.ReadHeader(br)
+	if err != nil {
+		return nil, false
+	}
+	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil || mt != "multipart/signed" || params["boundary"] == "" {
+		return nil, false
+	}
+	p, err := textproto.NewMultipartReader(br, params["boundary"]).NextPart()
+	if err != nil {
+		return nil, false
+	}
+	body, err := io.ReadAll(p)
+	if err != nil {
+		return nil, false
+	}
+	var b bytes.Buffer
+	if err := textproto.WriteHeader(&b, p.Header); err != nil {
+		return nil, false
+	}
+	b.Write(body)
+	return b.Bytes(), true
 }

@@ -102,7 +102,7 @@ func TestInterop(t *testing.T) {
 	}
 	checkInner := func(tool, inner string) {
 		t.Helper()
-		if !strings.Contains(inner, "CANARY-7f3a") || !strings.Contains(inner, "Subject: Secret plans for the release\r\n") || !strings.Contains(inner, `protected-headers="v1"`) {
+		if !strings.Contains(inner, "CANARY-7f3a") || !strings.Contains(inner, "Subject: Secret plans for the release\r\n") || !strings.Contains(inner, `hp="cipher"`) {
 			t.Fatalf("%s: inner entity %q", tool, inner)
 		}
 	}

@@ -3,7 +3,6 @@ package outbound
 import (
 	"bufio"
 	"bytes"
-	"crypto"
 	"encoding/base32"
 	"fmt"
 	"io"
@@ -11,8 +10,6 @@ import (
 	"net/mail"
 	"strings"
 
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/emersion/go-message/textproto"
 )
 
@@ -100,66 +97,76 @@ func phrase(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
-// protectHeaders returns entity with the protected header fields of h at
-// its top and protected-headers="v1" on its Content-Type (RFC 9788 §2.1),
-// and the header values finally used. If the entity already carries
-// protected headers (the sender's client wrote them inside its own
-// encryption), its values win over h: an encrypted post's outer Subject
-// is often a placeholder like "...". Every other field of the entity is
-// kept byte for byte, and the body is not touched (a multipart/signed
-// body stays verifiable: RFC 3156 §5 signs the first body part only).
-func protectHeaders(entity []byte, h Header) ([]byte, Header, error) {
-	rd := bytes.NewReader(entity)
-	br := bufio.NewReader(rd)
-	ih, err := textproto.ReadHeader(br)
+// payload builds the cryptographic payload (RFC 9788 §2): a
+// multipart/mixed whose own header carries the header fields members see
+// (h), one HP-Outer field for each of those that also appear outside,
+// with the outer value (RFC 9788 §2.2), and hp="cipher" on its
+// Content-Type; its parts are the notice (when there is one) and the
+// entity, byte for byte. The entity's own header and body are never
+// touched, so a signed entity still verifies and the members read
+// exactly the bytes whose signature the list checked.
+func payload(entity []byte, h Header, outer []Field, notice string, r io.Reader) ([]byte, error) {
+	b, err := randomToken(r, 18)
 	if err != nil {
-		return nil, h, fmt.Errorf("outbound: post header: %w", err)
+		return nil, err
 	}
-	body := entity[len(entity)-rd.Len()-br.Buffered():]
-
-	// The Content-Type keeps its original text (parameter order, quoting)
-	// and gains protected-headers="v1" as RFC 9788 writes it.
-	ct := unfold(ih.Get("Content-Type"))
-	_, params, err := mime.ParseMediaType(ct)
-	switch {
-	case ct == "":
-		ct = "text/plain; charset=us-ascii" // RFC 2045 §5.2
-	case err != nil:
-		return nil, h, fmt.Errorf("outbound: post Content-Type %q: %v", ct, err)
-	}
-	senderProtected := strings.EqualFold(params["protected-headers"], "v1")
-	for _, name := range protectedFields {
-		if v := unfold(ih.Get(name)); v != "" && (senderProtected || *h.field(name) == "") {
-			*h.field(name) = v
-		}
-	}
-	newCT := ct
-	if !senderProtected {
-		newCT = strings.TrimRight(ct, "; ") + `; protected-headers="v1"`
-	}
-
-	out := make([]byte, 0, len(entity)+1024)
+	b = "lcm-" + b
+	out := make([]byte, 0, len(entity)+2048)
 	for _, name := range protectedFields {
 		if v := *h.field(name); v != "" {
 			out = appendField(out, name, v)
 		}
 	}
-	out = appendField(out, "Content-Type", newCT)
-	fields := ih.Fields()
-	for fields.Next() {
-		k := fields.Key()
-		if strings.EqualFold(k, "Content-Type") || isProtected(k) {
-			continue
+	for _, f := range outer {
+		if isProtected(f.Name) {
+			out = appendField(out, "HP-Outer", f.Name+": "+f.Value)
 		}
-		raw, err := fields.Raw()
-		if err != nil {
-			return nil, h, err
-		}
-		out = append(out, toCRLF(raw)...)
 	}
-	out = append(out, '\r', '\n')
-	out = append(out, body...)
-	return out, h, nil
+	out = append(out, "MIME-Version: 1.0\r\n"...)
+	out = appendField(out, "Content-Type", `multipart/mixed; boundary="`+b+`"; hp="cipher"`)
+	out = append(out, "\r\n"...)
+	if notice != "" {
+		out = append(out, "--"+b+"\r\n"...)
+		out = append(out, "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\nContent-Disposition: inline\r\n\r\n"...)
+		out = append(out, toCRLF([]byte(strings.TrimRight(notice, "\r\n")))...)
+		out = append(out, "\r\n"...)
+	}
+	out = append(out, "--"+b+"\r\n"...)
+	out = append(out, entity...)
+	out = append(out, "\r\n--"+b+"--\r\n"...)
+	return out, nil
+}
+
+// PayloadParts splits a payload built by Prepare (after decryption) into
+// its header fields, its notice and the entity carried byte for byte.
+// Tests and tools use it to check what members read.
+func PayloadParts(pt []byte) (header textproto.Header, notice, entity []byte, err error) {
+	rd := bytes.NewReader(pt)
+	br := bufio.NewReader(rd)
+	header, err = textproto.ReadHeader(br)
+	if err != nil {
+		return header, nil, nil, fmt.Errorf("payload header: %w", err)
+	}
+	mt, params, err := mime.ParseMediaType(header.Get("Content-Type"))
+	if err != nil || mt != "multipart/mixed" || params["hp"] != "cipher" || params["boundary"] == "" {
+		return header, nil, nil, fmt.Errorf("payload: Content-Type %q is not listcrypt's", header.Get("Content-Type"))
+	}
+	body := pt[len(pt)-rd.Len()-br.Buffered():]
+	delim := "--" + params["boundary"]
+	closing := []byte("\r\n" + delim + "--\r\n")
+	if !bytes.HasPrefix(body, []byte(delim+"\r\n")) || !bytes.HasSuffix(body, closing) {
+		return header, nil, nil, fmt.Errorf("payload: not framed by its boundary")
+	}
+	parts := bytes.Split(body[:len(body)-len(closing)], []byte("\r\n"+delim+"\r\n"))
+	parts[0] = parts[0][len(delim)+2:]
+	switch len(parts) {
+	case 1:
+		return header, nil, parts[0], nil
+	case 2:
+		_, n, _ := bytes.Cut(parts[0], []byte("\r\n\r\n"))
+		return header, n, parts[1], nil
+	}
+	return header, nil, nil, fmt.Errorf("payload: %d parts", len(parts))
 }
 
 func isProtected(name string) bool {
@@ -169,53 +176,6 @@ func isProtected(name string) bool {
 		}
 	}
 	return false
-}
-
-// wrapSigned builds an RFC 3156 §5 multipart/signed entity from entity
-// and the sender's signature over it (binary packets, re-armored).
-func wrapSigned(entity, sig []byte, r io.Reader) ([]byte, error) {
-	pkt, err := packet.NewReader(bytes.NewReader(sig)).Next()
-	if err != nil {
-		return nil, fmt.Errorf("outbound: sender signature: %w", err)
-	}
-	s, ok := pkt.(*packet.Signature)
-	if !ok {
-		return nil, fmt.Errorf("outbound: sender signature: packet is %T, not a signature", pkt)
-	}
-	micalg := map[crypto.Hash]string{
-		crypto.SHA256: "pgp-sha256", crypto.SHA384: "pgp-sha384", crypto.SHA512: "pgp-sha512",
-		crypto.SHA224: "pgp-sha224", crypto.SHA3_256: "pgp-sha3-256", crypto.SHA3_512: "pgp-sha3-512",
-	}[s.Hash]
-	if micalg == "" {
-		return nil, fmt.Errorf("outbound: sender signature uses hash %v", s.Hash)
-	}
-	b, err := randomToken(r, 18)
-	if err != nil {
-		return nil, err
-	}
-	b = "lcs-" + b
-	var out bytes.Buffer
-	out.WriteString(foldField("Content-Type", mime.FormatMediaType("multipart/signed", map[string]string{
-		"micalg": micalg, "protocol": "application/pgp-signature", "boundary": b})))
-	out.WriteString("\r\n--" + b + "\r\n")
-	out.Write(entity)
-	out.WriteString("\r\n--" + b + "\r\n")
-	out.WriteString("Content-Type: application/pgp-signature; name=\"signature.asc\"\r\n")
-	out.WriteString("Content-Disposition: attachment; filename=\"signature.asc\"\r\n\r\n")
-	var a bytes.Buffer
-	w, err := armor.Encode(&a, "PGP SIGNATURE", nil)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(sig); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	out.Write(toCRLF(a.Bytes()))
-	out.WriteString("\r\n--" + b + "--\r\n")
-	return out.Bytes(), nil
 }
 
 // outerHeader returns the header fields outside the encryption.

@@ -121,8 +121,8 @@ type Params struct {
 	// FromMode is "via" (FromVia, the default) or "keep" (FromKeep).
 	FromMode string
 	// KeepSenderSignature makes the sender's own signature travel inside
-	// the encryption (Post.SenderSigned or Post.SenderSignature), so
-	// members can verify the author end to end.
+	// the encryption (Post.SenderSigned), so members can verify the author
+	// end to end.
 	KeepSenderSignature bool
 	// ListHeaders configures the RFC 2369/2919/8058 header fields.
 	ListHeaders ListHeaders
@@ -162,33 +162,32 @@ type ListHeaders struct {
 	ArchiveURL string
 }
 
-// Header holds the original header fields of a post, raw as they appeared
-// (unfolded, RFC 2047 encoded words left encoded). Empty means absent.
-// These are what the member should see: for an encrypted post, the caller
-// passes the outer fields, and Prepare lets the sender's own protected
-// headers (inside Post.Inner) win over them.
+// Header holds the header fields members see, raw (unfolded, RFC 2047
+// encoded words left encoded). Empty means absent. The caller decides
+// them (for a signed post: from the checked sender and the signed header
+// fields only); Prepare writes them as they are, inside the encryption
+// and, as the policy says, outside.
 type Header struct {
 	From, ReplyTo, To, Cc, Date, MessageID, InReplyTo, References, Subject string
 }
 
 // Post is one accepted post.
 type Post struct {
-	// Inner is the MIME entity the member should read (header and body;
-	// CRLF, bare LF is converted): for an encrypted post the decrypted
-	// inner entity, for a plain post the message's Content-* fields and
-	// body.
+	// Inner is the MIME entity the member reads, carried byte for byte
+	// (CRLF; bare LF is converted) as the last part of the payload: for a
+	// signed post exactly the bytes whose signature was verified.
 	Inner []byte
-	// Header is the original post's header (see Header).
+	// Header is what members see (see Header).
 	Header Header
-	// SenderSigned is the sender's original multipart/signed entity (RFC
-	// 3156 §5), used instead of Inner when Params.KeepSenderSignature is
-	// set. Its signed part is not altered.
+	// SenderSigned is the author's signature in a form members can
+	// verify (a multipart/signed around Inner, or a cleartext-signed
+	// text/plain entity), carried instead of Inner when
+	// Params.KeepSenderSignature is set. Nil: Inner is carried.
 	SenderSigned []byte
-	// SenderSignature is the sender's binary OpenPGP signature packet(s)
-	// over Inner exactly (the signature of a signed+encrypted post). With
-	// KeepSenderSignature and no SenderSigned, Inner and this signature
-	// travel as a multipart/signed entity.
-	SenderSignature []byte
+	// Notice, when not empty, is shown to members as a first text/plain
+	// part inside the encryption (for example: the author's signature
+	// does not show the post was written for this list).
+	Notice string
 }
 
 // Recipient is one member to deliver to.
@@ -300,16 +299,8 @@ func Prepare(post Post, params Params) (*Prepared, error) {
 	now := params.Now()
 	h := post.Header.unfoldAll()
 	entity := post.Inner
-	if params.KeepSenderSignature {
-		switch {
-		case len(post.SenderSigned) > 0:
-			entity = post.SenderSigned
-		case len(post.SenderSignature) > 0:
-			var err error
-			if entity, err = wrapSigned(toCRLF(post.Inner), post.SenderSignature, pr.rand); err != nil {
-				return nil, err
-			}
-		}
+	if params.KeepSenderSignature && len(post.SenderSigned) > 0 {
+		entity = post.SenderSigned
 	}
 	if len(entity) == 0 {
 		return nil, errors.New("outbound: empty post")
@@ -324,7 +315,15 @@ func Prepare(post Post, params Params) (*Prepared, error) {
 	if h.Date == "" {
 		h.Date = now.Format(time.RFC1123Z)
 	}
-	inner, h, err := protectHeaders(toCRLF(entity), h)
+	var err error
+	if pr.boundary, err = randomToken(pr.rand, 18); err != nil {
+		return nil, err
+	}
+	pr.boundary = "lc-" + pr.boundary
+	pr.header = outerHeader(h, &params, pr.boundary)
+	pr.bodyHead, pr.bodyTail = mimeFrame(pr.boundary)
+
+	inner, err := payload(toCRLF(entity), h, pr.header, post.Notice, pr.rand)
 	if err != nil {
 		return nil, err
 	}
@@ -340,14 +339,9 @@ func Prepare(post Post, params Params) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr.signed = signed.Bytes()
-
-	if pr.boundary, err = randomToken(pr.rand, 18); err != nil {
+	if pr.signed, err = maybeCompress(signed.Bytes()); err != nil {
 		return nil, err
 	}
-	pr.boundary = "lc-" + pr.boundary
-	pr.header = outerHeader(h, &params, pr.boundary)
-	pr.bodyHead, pr.bodyTail = mimeFrame(pr.boundary)
 	return pr, nil
 }
 
@@ -359,6 +353,41 @@ func (p *Prepared) EnvelopeFrom() string { return p.p.BounceAddress }
 // The milter sets these on batch 1 and removes every other field of the
 // original message except trace fields (Received, Return-Path).
 func (p *Prepared) Header() []Field { return append([]Field(nil), p.header...) }
+
+// compressMin is the smallest signed message worth compressing.
+const compressMin = 1024
+
+// maybeCompress returns the signed message in a ZIP (raw deflate; RFC
+// 9580 §9.4, which every OpenPGP program reads) Compressed Data packet
+// when that makes it at least a tenth smaller, else as it is. Decided
+// per post: text shrinks to a third or less, already compressed
+// attachments do not shrink at all, and an outbound copy is never larger
+// than the signed plaintext plus a few hundred bytes (before armor).
+func maybeCompress(signed []byte) ([]byte, error) {
+	if len(signed) < compressMin {
+		return signed, nil
+	}
+	var b bytes.Buffer
+	b.Grow(len(signed) / 2)
+	w, err := packet.SerializeCompressed(nopCloser{&b}, packet.CompressionZIP, &packet.CompressionConfig{Level: packet.BestSpeed})
+	if err != nil {
+		return nil, fmt.Errorf("outbound: compress: %w", err)
+	}
+	if _, err := w.Write(signed); err != nil {
+		return nil, fmt.Errorf("outbound: compress: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("outbound: compress: %w", err)
+	}
+	if b.Len() > len(signed)-len(signed)/10 {
+		return signed, nil
+	}
+	return b.Bytes(), nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 // sign writes data as a signed OpenPGP message (one-pass signature,
 // literal data, signature; RFC 9580 §10.3) by key to w.

@@ -3,6 +3,7 @@ package outbound
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -393,89 +394,49 @@ func TestHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ih, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(inner)))
+	ih, notice, entity, err := PayloadParts(inner)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if notice != nil {
+		t.Errorf("notice %q without one asked for", notice)
+	}
+	if !bytes.Equal(entity, []byte(testInner)) {
+		t.Errorf("entity not carried byte for byte:\n%q\nwant\n%q", entity, testInner)
+	}
 	wantInner := map[string]string{
-		"From":                      `"Alice Example" <alice@example.com>`,
-		"To":                        "devs@lists.example.org",
-		"Cc":                        "carol@example.com",
-		"Subject":                   "Secret plans for the release",
-		"Date":                      "Sat, 01 Mar 2025 11:59:00 +0000",
-		"Message-Id":                "<post-1@example.com>",
-		"In-Reply-To":               "<post-0@example.com>",
-		"Content-Transfer-Encoding": "8bit",
+		"From":        `"Alice Example" <alice@example.com>`,
+		"To":          "devs@lists.example.org",
+		"Cc":          "carol@example.com",
+		"Subject":     "Secret plans for the release",
+		"Date":        "Sat, 01 Mar 2025 11:59:00 +0000",
+		"Message-Id":  "<post-1@example.com>",
+		"In-Reply-To": "<post-0@example.com>",
 	}
 	for k, v := range wantInner {
 		if got := ih.Get(k); got != v {
 			t.Errorf("inner %s = %q, want %q", k, got, v)
 		}
 	}
-	mt, params, err := mime.ParseMediaType(ih.Get("Content-Type"))
-	if err != nil || mt != "text/plain" || params["protected-headers"] != "v1" || params["charset"] != "utf-8" {
-		t.Errorf("inner Content-Type %q", ih.Get("Content-Type"))
+	// RFC 9788 §2.2: what the outside carried, for each protected field.
+	outer := map[string]bool{}
+	for _, v := range ih.Values("HP-Outer") {
+		outer[v] = true
 	}
-	if !bytes.HasSuffix(inner, []byte("\r\n\r\nHello list, the canary is CANARY-7f3a.\r\n")) {
-		t.Errorf("inner body %q", inner)
-	}
-
-	// Header() gives the milter the same fields, unfolded.
-	var names []string
-	for _, f := range pr.Header() {
-		names = append(names, f.Name)
-	}
-	if got := strings.Join(names, ","); !strings.HasPrefix(got, "From,Reply-To,To,Subject,Date,Message-ID") || !strings.HasSuffix(got, "Precedence,MIME-Version,Content-Type") {
-		t.Errorf("header order %s", got)
+	for _, v := range []string{"Subject: [devs] Encrypted message", "To: devs@lists.example.org", `From: "Alice Example via devs" <devs@lists.example.org>`} {
+		if !outer[v] {
+			t.Errorf("no HP-Outer %q in %q", v, ih.Values("HP-Outer"))
+		}
 	}
 }
 
-func TestSubjectAndFromPolicies(t *testing.T) {
-	p := testParams(t)
-	p.Subject, p.FromMode, p.ListName = SubjectKeep, FromKeep, "Développeurs"
+// TestEntityHeadersNotRead: protected headers inside the entity (the
+// author's own, or an attacker's) never replace the header the caller
+// decided; the entity travels unchanged below it.
+func TestEntityHeadersNotRead(t *testing.T) {
 	post := testPost()
-	post.Header.MessageID = ""
-	pr, err := Prepare(post, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fields = map[string]string{}
-	for _, f := range pr.Header() {
-		fields[f.Name] = f.Value
-	}
-	if fields["Subject"] != "Secret plans for the release" || fields["From"] != `"Alice Example" <alice@example.com>` || fields["Reply-To"] != "" {
-		t.Fatalf("fields %q", fields)
-	}
-	if !strings.HasPrefix(fields["List-Id"], "=?utf-8?q?D=C3=A9veloppeurs?= <devs.lists.example.org>") {
-		t.Fatalf("List-Id %q", fields["List-Id"])
-	}
-	if !strings.HasSuffix(fields["Message-ID"], "@lists.example.org>") {
-		t.Fatalf("generated Message-ID %q", fields["Message-ID"])
-	}
-	p.Subject = "Nachricht für die Liste"
-	if pr, err = Prepare(post, p); err != nil {
-		t.Fatal(err)
-	}
-	if s := pr.Header()[2]; s.Name != "Subject" || !strings.HasPrefix(s.Value, "=?utf-8?q?") {
-		t.Fatalf("subject %q", s)
-	}
-	p.FromMode = "bogus"
-	if _, err := Prepare(post, p); err == nil {
-		t.Fatal("bogus from mode accepted")
-	}
-	p.FromMode, p.ListHeaders.UnsubscribeURL = "", "http://insecure.example/"
-	if _, err := Prepare(post, p); err == nil {
-		t.Fatal("http unsubscribe URL accepted")
-	}
-}
-
-// TestSenderProtectedHeadersWin: an encrypted post whose inner entity
-// already carries protected headers keeps them (the outer Subject of such
-// a post is a placeholder).
-func TestSenderProtectedHeadersWin(t *testing.T) {
-	post := testPost()
-	post.Header.Subject = "..."
-	post.Inner = []byte("Content-Type: text/plain; protected-headers=\"v1\"\r\nSubject: The real one\r\n\r\nbody\r\n")
+	post.Header.Subject = "Decided by the caller"
+	post.Inner = []byte("Content-Type: text/plain; protected-headers=\"v1\"\r\nFrom: Bob <bob@example.com>\r\nSubject: The attacker's\r\n\r\nbody\r\n")
 	pr, err := Prepare(post, testParams(t))
 	if err != nil {
 		t.Fatal(err)
@@ -488,9 +449,91 @@ func TestSenderProtectedHeadersWin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := bytes.Count(inner, []byte("Subject:")); c != 1 || !bytes.Contains(inner, []byte("Subject: The real one\r\n")) {
-		t.Fatalf("inner %q", inner)
+	h, _, entity, err := PayloadParts(inner)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if h.Get("Subject") != "Decided by the caller" || h.Get("From") != post.Header.From || !bytes.Equal(entity, post.Inner) {
+		t.Fatalf("payload header %v, entity %q", h, entity)
+	}
+}
+
+func TestNotice(t *testing.T) {
+	post := testPost()
+	post.Notice = "The author's signature does not name this list."
+	pr, err := Prepare(post, testParams(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := pr.Batches(recipients(t, 1, legacyX25519))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := decrypt(t, parseMessage(t, bs[0].Message()).pgp, memberKey(t, "m000", legacyX25519))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, notice, entity, err := PayloadParts(inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(notice) != post.Notice || !bytes.Equal(entity, post.Inner) {
+		t.Fatalf("notice %q entity %q", notice, entity)
+	}
+}
+
+// TestCopiesNoLargerThanPlaintext: a post that compresses well (here
+// 4 MiB of one repeated line) goes out compressed, so a copy costs about
+// what the sender's compressed ciphertext did; one that does not (random
+// bytes) goes out uncompressed, never larger than plaintext and armor.
+func TestCopiesNoLargerThanPlaintext(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body []byte
+		max  int
+	}{
+		{"compressible", bytes.Repeat([]byte("all work and no play makes a dull list\r\n"), 4<<20/40), 64 << 10},
+		{"incompressible", randomText(t, 1<<20), 1<<20*4/3 + 64<<10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			post := testPost()
+			post.Inner = append([]byte("Content-Type: text/plain\r\n\r\n"), tc.body...)
+			pr, err := Prepare(post, testParams(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			bs, err := pr.Batches(recipients(t, 1, legacyX25519))
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := bs[0].Message()
+			if len(msg) > tc.max {
+				t.Fatalf("copy is %d bytes for %d bytes of plaintext (max %d)", len(msg), len(tc.body), tc.max)
+			}
+			inner, err := decrypt(t, parseMessage(t, msg).pgp, memberKey(t, "m000", legacyX25519))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, entity, err := PayloadParts(inner); err != nil || !bytes.Equal(entity, post.Inner) {
+				t.Fatalf("entity changed: %v", err)
+			}
+		})
+	}
+}
+
+func randomText(t *testing.T, n int) []byte {
+	b := make([]byte, n*3/4)
+	if _, err := io.ReadFull(seeded(99), b); err != nil {
+		t.Fatal(err)
+	}
+	s := base64.StdEncoding.EncodeToString(b)
+	var out bytes.Buffer
+	for len(s) > 76 {
+		out.WriteString(s[:76] + "\r\n")
+		s = s[76:]
+	}
+	out.WriteString(s + "\r\n")
+	return out.Bytes()
 }
 
 func TestAEADOnlyWhenEveryKeyAdvertisesIt(t *testing.T) {
@@ -584,68 +627,34 @@ func TestRecipientErrors(t *testing.T) {
 }
 
 func TestKeepSenderSignature(t *testing.T) {
-	alice := memberKey(t, "alice", legacyX25519)
-	inner := []byte(testInner)
-	var sig bytes.Buffer
-	if err := openpgp.DetachSign(&sig, []*openpgp.Entity{alice}, bytes.NewReader(inner), keyring.PacketConfig(keyring.DefaultLimits, fixedNow)); err != nil {
-		t.Fatal(err)
-	}
 	post := testPost()
-	post.SenderSignature = sig.Bytes()
-	p := testParams(t)
-	p.KeepSenderSignature = true
-	pr, err := Prepare(post, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := pr.Batches(recipients(t, 1, legacyX25519))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := decrypt(t, parseMessage(t, bs[0].Message()).pgp, memberKey(t, "m000", legacyX25519))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A multipart/signed entity whose first part verifies with Alice's key.
-	br := bufio.NewReader(bytes.NewReader(got))
-	h, err := textproto.ReadHeader(br)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
-	if err != nil || mt != "multipart/signed" || params["protected-headers"] != "v1" || params["micalg"] != "pgp-sha256" || h.Get("Subject") != "Secret plans for the release" {
-		t.Fatalf("inner header %q", got)
-	}
-	body, _ := io.ReadAll(br)
-	delim := []byte("--" + params["boundary"])
-	pieces := bytes.Split(body, delim)
-	if len(pieces) != 4 {
-		t.Fatalf("%d pieces", len(pieces))
-	}
-	signed := bytes.TrimSuffix(bytes.TrimPrefix(pieces[1], []byte("\r\n")), []byte("\r\n"))
-	if !bytes.Equal(signed, inner) {
-		t.Fatalf("signed part %q", signed)
-	}
-	sigPart := pieces[2][bytes.Index(pieces[2], []byte("-----BEGIN")):]
-	if _, _, err := openpgp.VerifyArmoredDetachedSignature(openpgp.EntityList{alice}, bytes.NewReader(signed), bytes.NewReader(sigPart), keyring.PacketConfig(keyring.DefaultLimits, fixedNow)); err != nil {
-		t.Fatalf("sender signature: %v", err)
-	}
-
-	// A complete multipart/signed entity travels with its body unchanged.
-	post.SenderSignature = nil
-	post.SenderSigned = append([]byte("Content-Type: "+mime.FormatMediaType("multipart/signed", map[string]string{"boundary": params["boundary"], "micalg": "pgp-sha256", "protocol": "application/pgp-signature"})+"\r\n\r\n"), body...)
-	if pr, err = Prepare(post, p); err != nil {
-		t.Fatal(err)
-	}
-	if bs, err = pr.Batches(recipients(t, 1, legacyX25519)); err != nil {
-		t.Fatal(err)
-	}
-	got2, err := decrypt(t, parseMessage(t, bs[0].Message()).pgp, memberKey(t, "m000", legacyX25519))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.HasSuffix(got2, body) || !bytes.Contains(got2, []byte("protected-headers")) {
-		t.Fatalf("kept signed entity changed: %q", got2)
+	post.SenderSigned = []byte("Content-Type: multipart/signed; boundary=x; protocol=\"application/pgp-signature\"; micalg=pgp-sha256\r\n\r\n--x\r\n" + testInner + "\r\n--x\r\nContent-Type: application/pgp-signature\r\n\r\nSIG\r\n--x--\r\n")
+	for _, keep := range []bool{false, true} {
+		p := testParams(t)
+		p.KeepSenderSignature = keep
+		pr, err := Prepare(post, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs, err := pr.Batches(recipients(t, 1, legacyX25519))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decrypt(t, parseMessage(t, bs[0].Message()).pgp, memberKey(t, "m000", legacyX25519))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, entity, err := PayloadParts(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := post.Inner
+		if keep {
+			want = post.SenderSigned
+		}
+		if !bytes.Equal(entity, want) {
+			t.Fatalf("keep=%v: entity %q", keep, entity)
+		}
 	}
 }
 
