@@ -29,7 +29,7 @@ type SignedHeader struct {
 	// older protected-headers="v1").
 	Protected bool
 	// Froms is every From field (a header may, wrongly, carry several).
-	Froms                           []string
+	Froms                          []string
 	ReplyTo, To, Cc, Subject, Date string
 }
 

@@ -2,7 +2,7 @@ package inbound
 
 import (
 	"bytes"
-		"errors"
+	"errors"
 	"io"
 	"time"
 
