@@ -1,0 +1,345 @@
+package milter_test
+
+// Attacks on the promise "a post that says it comes from Alice was
+// written and signed by Alice for this list" (issue 8), through the
+// in-process milter: each builds what an attacker would send and checks
+// what every member decrypts.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+	nettextproto "net/textproto"
+
+	"github.com/emersion/go-message/textproto"
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/milter/milterfix"
+	"github.com/listcrypt/listcrypt/milter/outbound"
+)
+
+// pgpConfig is a go-crypto config for building posts; irf says whether
+// a signature made while encrypting names the recipients.
+func pgpConfig(irf bool) *packet.Config {
+	cfg := keyring.PacketConfig(keyring.DefaultLimits, nil)
+	cfg.CheckIntendedRecipients = &irf
+	return cfg
+}
+
+// armorBlock armors bin as typ with CRLF line ends.
+func armorBlock(t testing.TB, typ string, bin []byte) string {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := armor.Encode(&b, typ, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(bin)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.ReplaceAll(b.String(), "\n", "\r\n")
+}
+
+// encryptEntity encrypts entity to keys, signed inside by signer when set
+// (RFC 3156 §6.2); irf: the signature names the recipients.
+func encryptEntity(t testing.TB, entity []byte, to []*openpgp.Entity, signer *openpgp.Entity, irf bool) []byte {
+	t.Helper()
+	var signers []*openpgp.Entity
+	if signer != nil {
+		signers = []*openpgp.Entity{signer}
+	}
+	var b bytes.Buffer
+	w, err := openpgp.EncryptWithParams(&b, to, nil, &openpgp.EncryptParams{Signers: signers, Config: pgpConfig(irf)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(entity)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// sealPackets encrypts raw OpenPGP packets (a signed message, say) to
+// keys without any literal wrapper, as someone forwarding a decrypted
+// signed stream would (SEIPDv1 with MDC).
+func sealPackets(t testing.TB, packets []byte, to ...*openpgp.Entity) []byte {
+	t.Helper()
+	cfg := pgpConfig(false)
+	key := make([]byte, 32)
+	io.ReadFull(rand.Reader, key)
+	var b bytes.Buffer
+	for _, e := range to {
+		k, ok := e.EncryptionKey(time.Now(), cfg)
+		if !ok {
+			t.Fatal("no encryption key")
+		}
+		if err := packet.SerializeEncryptedKey(&b, k.PublicKey, packet.CipherAES256, key, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := packet.SerializeSymmetricallyEncrypted(&b, packet.CipherAES256, false, packet.CipherSuite{}, key, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(packets)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// detachSig returns an armored detached signature over data (CRLF).
+func detachSig(t testing.TB, signer *openpgp.Entity, data []byte, cfg *packet.Config) string {
+	t.Helper()
+	if cfg == nil {
+		cfg = pgpConfig(false)
+	}
+	var b bytes.Buffer
+	if err := openpgp.ArmoredDetachSign(&b, []*openpgp.Entity{signer}, bytes.NewReader(data), &openpgp.SignParams{Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	return strings.ReplaceAll(b.String(), "\n", "\r\n")
+}
+
+// outerHeader is a post's header as the attacker writes it.
+func outerHeader(from, subject string) string {
+	return fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%d@attack.example>\r\nDate: %s\r\nMIME-Version: 1.0\r\n",
+		from, milterfix.List, subject, time.Now().UnixNano(), time.Now().UTC().Format(time.RFC1123Z))
+}
+
+// pgpMIMEPost wraps an encrypted OpenPGP message as RFC 3156 §4.
+func pgpMIMEPost(t testing.TB, header string, bin []byte) []byte {
+	t.Helper()
+	const b = "enc-b"
+	return []byte(header + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"" + b + "\"\r\n\r\n" +
+		"--" + b + "\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n" +
+		"--" + b + "\r\nContent-Type: application/octet-stream\r\n\r\n" + armorBlock(t, "PGP MESSAGE", bin) + "\r\n--" + b + "--\r\n")
+}
+
+// signedMultipart builds multipart/signed around first with the given
+// boundary, wrapper header fields, preamble and epilogue.
+func signedMultipart(wrapperFields, boundary, preamble, first, sig, epilogue string) string {
+	return wrapperFields + "Content-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"" + boundary + "\"\r\n\r\n" +
+		preamble + "--" + boundary + "\r\n" + first + "\r\n--" + boundary + "\r\nContent-Type: application/pgp-signature\r\n\r\n" + sig +
+		"\r\n--" + boundary + "--\r\n" + epilogue
+}
+
+// memberView is what one member reads of a delivered post.
+type memberView struct {
+	header textproto.Header
+	notice string
+	entity []byte
+	all    []byte // the whole decrypted payload
+}
+
+// copyFor decrypts the rewritten transaction (batch 1) as member.
+func (f *fixture) copyFor(t testing.TB, r result, member *openpgp.Entity) memberView {
+	t.Helper()
+	var body []byte
+	for _, m := range r.modacts {
+		if m.Code == gomilter.ActReplBody {
+			body = append(body, m.Body...)
+		}
+	}
+	pt := milterfix.DecryptCopy(t, body, member, f.site.ListKey)
+	h, n, e, err := outbound.PayloadParts(pt)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, pt)
+	}
+	return memberView{header: h, notice: string(n), entity: e, all: pt}
+}
+
+// payloadFields are the only header fields listcrypt writes above the
+// entity it carries byte for byte.
+var payloadFields = map[string]bool{"Date": true, "From": true, "Reply-To": true, "To": true, "Cc": true, "Subject": true,
+	"Message-Id": true, "In-Reply-To": true, "References": true, "Hp-Outer": true, "Mime-Version": true, "Content-Type": true}
+
+func checkPayloadFields(t testing.TB, h textproto.Header) {
+	t.Helper()
+	fs := h.Fields()
+	for fs.Next() {
+		if !payloadFields[nettextproto.CanonicalMIMEHeaderKey(fs.Key())] {
+			t.Errorf("unlisted payload header field %q", fs.Key())
+		}
+	}
+}
+
+// Finding 1: the bytes members receive are cut from the post only once,
+// by the parser that checked the signature. An outsider holding one part
+// Alice signed anywhere wraps it with text of his own in the preamble,
+// epilogue, wrapper header or sibling parts.
+func TestDistributedBytesAreVerifiedBytes(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep_sender_signature=%v", keep), func(t *testing.T) {
+			f := newFixture(t, "encrypted = \"allow\"")
+			if keep {
+				editPolicy(t, f.site, "keep_sender_signature = false", "keep_sender_signature = true")
+				if err := f.d.Reload(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const evil = "ATTACKER-TEXT"
+			injected := "Content-Type: text/plain\r\n\r\n" + evil + " wire the money\r\n"
+			cases := []struct {
+				name string
+				// build returns the whole post around Alice's signed part.
+				build   func(first, sig string) []byte
+				encrypt bool
+			}{
+				{"boundary mid-line in the preamble", func(first, sig string) []byte {
+					return []byte(signedMultipart("", "B", "see --B\r\n"+injected, first, sig, ""))
+				}, true},
+				{"boundary prefix in the preamble", func(first, sig string) []byte {
+					return []byte(signedMultipart("", "B", "--BX\r\n"+injected, first, sig, ""))
+				}, true},
+				{"delimiter line in the preamble", func(first, sig string) []byte {
+					return []byte(signedMultipart("", "B", "--B\r\n"+injected, first, sig, ""))
+				}, true},
+				{"epilogue", func(first, sig string) []byte {
+					return []byte(signedMultipart("", "B", "", first, sig, injected))
+				}, true},
+				{"other boundary, quoted specials", func(first, sig string) []byte {
+					return []byte(signedMultipart("", "=_a.b:c", "x--=_a.b:c\r\n"+injected, first, sig, evil))
+				}, true},
+				{"wrapper header fields", func(first, sig string) []byte {
+					return []byte(signedMultipart("Subject: "+evil+"\r\nFrom: Bob <bob@example.org>\r\n", "B", "", first, sig, ""))
+				}, true},
+				{"signed part inside multipart/mixed", func(first, sig string) []byte {
+					return []byte("Content-Type: multipart/mixed; boundary=M\r\n\r\n" + evil + "\r\n--M\r\n" +
+						signedMultipart("", "B", "see --B\r\n"+injected, first, sig, "") + "\r\n--M--\r\n" + evil + "\r\n")
+				}, true},
+				{"nested multipart/signed", func(first, sig string) []byte {
+					return []byte(signedMultipart("", "OUTER", "", signedMultipart("", "B", "see --B\r\n"+injected, first, sig, ""), sig, ""))
+				}, true},
+				{"sibling part", func(first, sig string) []byte {
+					return []byte("Content-Type: multipart/mixed; boundary=M\r\n\r\n--M\r\n" +
+						signedMultipart("", "B", "", first, sig, "") + "\r\n--M\r\n" + injected + "\r\n--M--\r\n")
+				}, true},
+				{"not encrypted: boundary mid-line", func(first, sig string) []byte {
+					return []byte(signedMultipart("", "B", "see --B\r\n"+injected, first, sig, ""))
+				}, false},
+			}
+			accepted := 0
+			for i, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					first := fmt.Sprintf("Content-Type: text/plain; charset=utf-8\r\n\r\nAlice's real words, number %d.\r\n", i)
+					sig := detachSig(t, f.alice, []byte(first), nil)
+					entity := tc.build(first, sig)
+					var msg []byte
+					if tc.encrypt {
+						msg = pgpMIMEPost(t, outerHeader("alice@example.org", "hello"), encryptEntity(t, entity, []*openpgp.Entity{f.site.ListKey}, nil, false))
+					} else {
+						msg = append([]byte(outerHeader("alice@example.org", "hello")), entity...)
+					}
+					r := f.mta.send("mallory@evil.example", []string{milterfix.List}, msg)
+					if r.action.Code != gomilter.ActAccept {
+						t.Logf("refused: %d %s", r.code(), r.action.SMTPText)
+						return
+					}
+					accepted++
+					v := f.copyFor(t, r, f.bob)
+					if bytes.Contains(v.all, []byte(evil)) {
+						t.Fatalf("members read the attacker's text:\n%s", v.all)
+					}
+					want := []byte(first)
+					got := v.entity
+					if keep {
+						var ok bool
+						if got, ok = milterfix.FirstSignedPart(v.entity); !ok {
+							t.Fatalf("no multipart/signed:\n%s", v.entity)
+						}
+					}
+					if !bytes.Equal(got, want) {
+						t.Fatalf("members read\n%q\nbut the signature covers\n%q", got, want)
+					}
+					checkPayloadFields(t, v.header)
+				})
+			}
+			if accepted < 4 {
+				t.Fatalf("only %d variants accepted: the test no longer exercises delivery", accepted)
+			}
+		})
+	}
+}
+
+// Finding 2: the author members see is the checked sender. A member
+// signing with her own key cannot make copies read as another member's,
+// whether by signed protected headers, by fields on an unsigned wrapper,
+// or by the outer display name.
+func TestAuthorIsTheCheckedSender(t *testing.T) {
+	f := newFixture(t, "")
+	list := []*openpgp.Entity{f.site.ListKey}
+	refused := []struct{ name, entity string }{
+		{"protected-headers v1 From Bob", "Content-Type: text/plain; protected-headers=\"v1\"\r\nFrom: \"Bob\" <bob@example.org>\r\nReply-To: bob@example.org\r\nSubject: from bob\r\n\r\nI am Bob.\r\n"},
+		{"RFC 9788 hp=cipher From Bob", "Content-Type: text/plain; hp=\"cipher\"\r\nFrom: bob@example.org\r\nTo: devs@lists.example.org\r\n\r\nI am Bob.\r\n"},
+		{"unmarked From Bob", "From: bob@example.org\r\nContent-Type: text/plain\r\n\r\nI am Bob.\r\n"},
+		{"two From fields", "Content-Type: text/plain; hp=\"cipher\"\r\nFrom: alice@example.org\r\nFrom: bob@example.org\r\n\r\nWho am I.\r\n"},
+		{"From group of two", "Content-Type: text/plain; hp=\"cipher\"\r\nFrom: alice@example.org, bob@example.org\r\n\r\nWho am I.\r\n"},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := pgpMIMEPost(t, outerHeader("alice@example.org", "..."), encryptEntity(t, []byte(tc.entity), list, f.alice, true))
+			r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
+			if r.code() != 550 || !strings.Contains(r.action.SMTPText, "only post as themself") {
+				t.Fatalf("got %d %q, want 550 for a signed From of someone else", r.code(), r.action.SMTPText)
+			}
+		})
+	}
+
+	// The signed name is used; a signed From in another case is the same
+	// address.
+	t.Run("signed From with name", func(t *testing.T) {
+		entity := "Content-Type: text/plain; hp=\"cipher\"\r\nFrom: \"Alice A.\" <Alice@Example.org>\r\nTo: devs@lists.example.org\r\nSubject: the real subject\r\nReply-To: alice-replies@example.org\r\n\r\nhello\r\n"
+		msg := pgpMIMEPost(t, outerHeader("\"Bob\" <alice@example.org>", "..."), encryptEntity(t, []byte(entity), list, f.alice, true))
+		r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
+		if r.action.Code != gomilter.ActAccept {
+			t.Fatalf("%d %s", r.code(), r.action.SMTPText)
+		}
+		v := f.copyFor(t, r, f.bob)
+		if got := v.header.Get("From"); got != `"Alice A." <alice@example.org>` {
+			t.Fatalf("From %q", got)
+		}
+		if v.header.Get("Subject") != "the real subject" || v.header.Get("Reply-To") != "alice-replies@example.org" || v.notice != "" {
+			t.Fatalf("header %v notice %q", v.header, v.notice)
+		}
+		if !bytes.Equal(v.entity, []byte(entity)) {
+			t.Fatalf("entity %q", v.entity)
+		}
+	})
+
+	// No signed header: the outer display name, Reply-To and the wrapper's
+	// fields are not the author's words.
+	t.Run("unsigned wrapper and outer fields", func(t *testing.T) {
+		first := "Content-Type: text/plain\r\n\r\nhello from alice\r\n"
+		sig := detachSig(t, f.alice, []byte(first), nil)
+		inner := signedMultipart("From: \"Bob\" <bob@example.org>\r\nReply-To: bob@example.org\r\nSubject: fake\r\n", "B", "", first, sig, "")
+		inner = strings.Replace(inner, "micalg=pgp-sha256;", "micalg=pgp-sha256; protected-headers=\"v1\";", 1)
+		hdr := strings.Replace(outerHeader("\"Bob via devs\" <alice@example.org>", "outer subject"), "MIME-Version", "Reply-To: bob@example.org\r\nMIME-Version", 1)
+		msg := pgpMIMEPost(t, hdr, encryptEntity(t, []byte(inner), list, nil, false))
+		r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
+		if r.action.Code != gomilter.ActAccept {
+			t.Fatalf("%d %s", r.code(), r.action.SMTPText)
+		}
+		v := f.copyFor(t, r, f.bob)
+		if from := v.header.Get("From"); strings.Contains(strings.ToLower(from), "bob") || !strings.Contains(from, "alice@example.org") {
+			t.Fatalf("members see From %q", from)
+		}
+		if v.header.Get("Reply-To") != "" || strings.Contains(string(v.all), "bob@example.org") {
+			t.Fatalf("Bob reaches the members:\n%s", v.all)
+		}
+		if !strings.Contains(v.notice, "Subject was not covered") || !strings.Contains(v.notice, "does not say it was written for this list") {
+			t.Fatalf("notice %q", v.notice)
+		}
+	})
+}
