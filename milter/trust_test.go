@@ -23,6 +23,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/pgptest"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 	"github.com/listcrypt/listcrypt/milter/outbound"
 )
@@ -84,7 +85,10 @@ func sealPackets(t testing.TB, packets []byte, to ...*openpgp.Entity) []byte {
 		if !ok {
 			t.Fatal("no encryption key")
 		}
-		if err := packet.SerializeEncryptedKey(&b, k.PublicKey, packet.CipherAES256, key, cfg); err != nil {
+		// The AEAD flag of the key packet must match the data packet
+		// (SEIPDv1 here): go-crypto's SerializeEncryptedKey would take it
+		// from the config.
+		if err := packet.SerializeEncryptedKeyAEAD(&b, k.PublicKey, packet.CipherAES256, false, key, cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -342,4 +346,176 @@ func TestAuthorIsTheCheckedSender(t *testing.T) {
 			t.Fatalf("notice %q", v.notice)
 		}
 	})
+}
+
+// gpgMember is a member (or an outsider) using GnuPG 2.2 in its own home.
+type gpgMember struct {
+	g    *pgptest.GPG
+	fpr  string
+	addr string
+}
+
+func newGPGMember(t *testing.T, addr string) *gpgMember {
+	g := pgptest.NewGPG(t)
+	return &gpgMember{g: g, fpr: g.GenKey(addr), addr: addr}
+}
+
+func (m *gpgMember) entity(t *testing.T) *openpgp.Entity {
+	t.Helper()
+	el, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(m.g.Export(m.fpr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return el[0]
+}
+
+// Finding 3: surreptitious forwarding. Dave (a member) sends Eve (not a
+// member) a private mail, signed with GnuPG 2.2 (no Intended Recipient
+// Fingerprint). Eve strips the encryption and re-encrypts what Dave
+// signed to the list key, as Dave's post.
+func TestSurreptitiousForwarding(t *testing.T) {
+	pgptest.RequireTool(t, "gpg")
+	dave, eve := newGPGMember(t, "dave@example.org"), newGPGMember(t, "eve@outside.example")
+	dave.g.Import(eve.g.Export(eve.fpr))
+	private := func(extra string) []byte {
+		return []byte("Content-Type: text/plain; charset=utf-8" + extra + "\r\n\r\nEve, the launch code is 1234. Dave\r\n")
+	}
+	// forwarded builds Eve's post from Dave's private mail in one shape.
+	shapes := []struct {
+		name  string
+		build func(t *testing.T, f *fixture, entity []byte) []byte
+	}{
+		{"signed inside the encryption (gpg --sign --encrypt, unwrapped)", func(t *testing.T, f *fixture, entity []byte) []byte {
+			ct, _ := dave.g.Run(entity, "--sign", "--encrypt", "-r", eve.fpr, "-u", dave.fpr)
+			signed, _ := eve.g.Run(ct, "--unwrap")
+			return pgpMIMEPost(t, outerHeader(dave.addr, "..."), sealPackets(t, signed, f.site.ListKey))
+		}},
+		{"multipart/signed inside the encryption", func(t *testing.T, f *fixture, entity []byte) []byte {
+			sig, _ := dave.g.Run(entity, "--armor", "--detach-sign", "-u", dave.fpr)
+			mime := signedMultipart("", "ds", "", string(entity), strings.ReplaceAll(string(sig), "\n", "\r\n"), "")
+			ct, _ := dave.g.Run([]byte(mime), "--encrypt", "-r", eve.fpr)
+			pt, _ := eve.g.Run(ct, "--decrypt")
+			return pgpMIMEPost(t, outerHeader(dave.addr, "..."), encryptEntity(t, pt, []*openpgp.Entity{f.site.ListKey}, nil, false))
+		}},
+		{"cleartext signature inside the encryption", func(t *testing.T, f *fixture, entity []byte) []byte {
+			_, body, _ := bytes.Cut(entity, []byte("\r\n\r\n"))
+			cs, _ := dave.g.Run(bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n")), "--clearsign", "-u", dave.fpr)
+			pt := append([]byte("Content-Type: text/plain\r\n\r\n"), bytes.ReplaceAll(cs, []byte("\n"), []byte("\r\n"))...)
+			return pgpMIMEPost(t, outerHeader(dave.addr, "..."), encryptEntity(t, pt, []*openpgp.Entity{f.site.ListKey}, nil, false))
+		}},
+	}
+	for _, shape := range shapes {
+		t.Run(shape.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				policy string
+				extra  string // protected headers in Dave's signed entity
+				code   int    // 0: accepted with the unbound notice; 1: held
+				text   string
+			}{
+				{"accept", "", 0, ""},
+				{"hold", "", 1, ""},
+				{"reject", "", 550, "does not show it was written for"},
+				{"accept", "; hp=\"cipher\"\r\nTo: eve@outside.example\r\nSubject: private", 550, "names other recipients"},
+			} {
+				if tc.extra != "" && strings.HasPrefix(shape.name, "cleartext") {
+					continue // a cleartext signature covers no header
+				}
+				t.Run(tc.policy+map[bool]string{true: " with signed To", false: ""}[tc.extra != ""], func(t *testing.T) {
+					f := newFixture(t, "unbound_signature = \""+tc.policy+"\"")
+					f.site.Register(t, dave.addr, dave.entity(t))
+					r := f.mta.send("eve@outside.example", []string{milterfix.List}, shape.build(t, f, private(tc.extra)))
+					switch tc.code {
+					case 0:
+						if r.action.Code != gomilter.ActAccept {
+							t.Fatalf("%d %s", r.code(), r.action.SMTPText)
+						}
+						v := f.copyFor(t, r, f.bob)
+						if !strings.Contains(v.notice, "does not say it was written for this list") {
+							t.Fatalf("no notice for members: %q", v.notice)
+						}
+					case 1:
+						if r.action.Code != gomilter.ActDiscard || !strings.Contains(f.logs.String(), "reason=unbound-signature") {
+							t.Fatalf("want held: %+v", r.action)
+						}
+					default:
+						if r.code() != tc.code || !strings.Contains(r.action.SMTPText, tc.text) {
+							t.Fatalf("got %d %q, want %d ...%s", r.code(), r.action.SMTPText, tc.code, tc.text)
+						}
+					}
+				})
+			}
+		})
+	}
+
+	// A signature that names its recipients (Intended Recipient
+	// Fingerprint) is refused for the list wherever it sits, whatever
+	// post.unbound_signature says; naming the list is fine.
+	t.Run("intended recipient fingerprint", func(t *testing.T) {
+		f := newFixture(t, "")
+		eveKey := milterfix.NewKey(t, "eve@outside.example")
+		for _, tc := range []struct {
+			name string
+			to   []*openpgp.Entity
+			ok   bool
+		}{
+			{"names Eve", []*openpgp.Entity{eveKey}, false},
+			{"names Eve and the list", []*openpgp.Entity{eveKey, f.site.ListKey}, true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				inner := []byte("Content-Type: text/plain\r\n\r\n" + tc.name + "\r\n")
+				bin := encryptEntity(t, inner, tc.to, f.alice, true)
+				// Strip the encryption as a recipient can, re-encrypt to the list.
+				signed := decryptPackets(t, bin, eveKey)
+				msg := pgpMIMEPost(t, outerHeader("alice@example.org", "..."), sealPackets(t, signed, f.site.ListKey))
+				r := f.mta.send("eve@outside.example", []string{milterfix.List}, msg)
+				if tc.ok != (r.action.Code == gomilter.ActAccept) {
+					t.Fatalf("accepted=%v, want %v: %d %s", r.action.Code == gomilter.ActAccept, tc.ok, r.code(), r.action.SMTPText)
+				}
+				if !tc.ok && !strings.Contains(r.action.SMTPText, "names other recipients") {
+					t.Fatalf("%q", r.action.SMTPText)
+				}
+			})
+		}
+	})
+}
+
+// decryptPackets returns the decrypted packet stream of an encrypted
+// message (what gpg --unwrap prints), opened with key.
+func decryptPackets(t *testing.T, bin []byte, key *openpgp.Entity) []byte {
+	t.Helper()
+	cfg := pgpConfig(false)
+	pr := packet.NewReader(bytes.NewReader(bin))
+	var eks []*packet.EncryptedKey
+	for {
+		p, err := pr.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch p := p.(type) {
+		case *packet.EncryptedKey:
+			eks = append(eks, p)
+			continue
+		case *packet.SymmetricallyEncrypted:
+			for _, ek := range eks {
+				for _, k := range key.DecryptionKeys(ek.KeyId, time.Now(), cfg) {
+					if ek.Decrypt(k.PrivateKey, cfg) != nil {
+						continue
+					}
+					rc, err := p.Decrypt(ek.CipherFunc, ek.Key)
+					if err != nil {
+						continue
+					}
+					out, err := io.ReadAll(rc)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := rc.Close(); err != nil {
+						t.Fatal(err)
+					}
+					return out
+				}
+			}
+			t.Fatal("no key packet opens")
+		}
+	}
 }
