@@ -369,6 +369,9 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 		}
 	case inbound.SigBad:
 		f.Signature = policy.SignedBad
+		if res.Has(inbound.ErrKeyNotValid) {
+			f.Signature = policy.SignedKeyInvalid
+		}
 	case inbound.SigUnknownKey:
 		f.Signature = policy.SignedUnknown
 	}

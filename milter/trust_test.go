@@ -519,3 +519,156 @@ func decryptPackets(t *testing.T, bin []byte, key *openpgp.Entity) []byte {
 		}
 	}
 }
+
+// inlineSigned builds an inline signed OpenPGP message (one-pass
+// signature, literal data, signature; what gpg --sign writes) around a
+// signature made elsewhere: the attacker's re-packing of a member's
+// signed text. format is the literal data format ('b', 't' or 'u').
+func inlineSigned(t *testing.T, sigArmored []byte, content []byte, format byte, fileName string, compress bool) []byte {
+	t.Helper()
+	blk, err := armor.Decode(bytes.NewReader(sigArmored))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigBin, err := io.ReadAll(blk.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := packet.Read(bytes.NewReader(sigBin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := p.(*packet.Signature)
+	var b bytes.Buffer
+	var w io.Writer = &b
+	var cw io.WriteCloser
+	if compress {
+		if cw, err = packet.SerializeCompressed(nopWC{&b}, packet.CompressionZLIB, nil); err != nil {
+			t.Fatal(err)
+		}
+		w = cw
+	}
+	ops := &packet.OnePassSignature{Version: 3, SigType: sig.SigType, Hash: sig.Hash, PubKeyAlgo: sig.PubKeyAlgo, KeyId: *sig.IssuerKeyId, IsLast: true}
+	if err := ops.Serialize(w); err != nil {
+		t.Fatal(err)
+	}
+	lw, err := packet.SerializeLiteral(nopWC{w}, format == 'b', fileName, uint32(time.Now().Unix()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if format == 'u' {
+		// SerializeLiteral writes 'b' or 't'; patch the format octet.
+		lw.Write(content)
+		lw.Close()
+		t.Fatal("format u not supported by this helper")
+	}
+	lw.Write(content)
+	if err := lw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.Write(sigBin)
+	if cw != nil {
+		if err := cw.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.Bytes()
+}
+
+type nopWC struct{ io.Writer }
+
+func (nopWC) Close() error { return nil }
+
+// Finding 4: a text-mode signature (gpg --textmode, mutt's default)
+// verifies over canonical text, so the same signature over the same text
+// with other line ends, packed, compressed or wrapped otherwise is the
+// same post: refused as a replay.
+func TestTextModeSignatureReplay(t *testing.T) {
+	pgptest.RequireTool(t, "gpg")
+	alice := newGPGMember(t, "carol@example.org")
+	f := newFixture(t, "")
+	f.site.Register(t, alice.addr, alice.entity(t))
+	text := []byte("Meet at noon.\nBring the keys.")
+	sig, _ := alice.g.Run(text, "--textmode", "--armor", "--detach-sign", "-u", alice.fpr)
+
+	inline := func(bin []byte) []byte {
+		return append([]byte(outerHeader(alice.addr, "...")+"Content-Type: text/plain\r\n\r\n"),
+			armorBlock(t, "PGP MESSAGE", sealPackets(t, bin, f.site.ListKey))...)
+	}
+	mimePost := func(bin []byte) []byte {
+		return pgpMIMEPost(t, outerHeader(alice.addr, "..."), sealPackets(t, bin, f.site.ListKey))
+	}
+	crlf := bytes.ReplaceAll(text, []byte("\n"), []byte("\r\n"))
+	first := inline(inlineSigned(t, sig, text, 't', "", false))
+	if r := f.mta.send(alice.addr, []string{milterfix.List}, first); r.action.Code != gomilter.ActAccept {
+		t.Fatalf("the post itself: %d %s", r.code(), r.action.SMTPText)
+	}
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+	}{
+		{"same bytes again", first},
+		{"CRLF line ends", inline(inlineSigned(t, sig, crlf, 't', "", false))},
+		{"CRLF, binary literal", inline(inlineSigned(t, sig, crlf, 'b', "", false))},
+		{"compressed", inline(inlineSigned(t, sig, text, 't', "", true))},
+		{"CRLF, compressed, file name", inline(inlineSigned(t, sig, crlf, 't', "notes.txt", true))},
+		{"as PGP/MIME", mimePost(inlineSigned(t, sig, text, 't', "", false))},
+		{"as cleartext signature, CRLF", pgpMIMEPost(t, outerHeader(alice.addr, "..."), encryptEntity(t,
+			[]byte("Content-Type: text/plain\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nMeet at noon.\r\nBring the keys.\r\n"+
+				strings.ReplaceAll(string(sig), "\n", "\r\n")), []*openpgp.Entity{f.site.ListKey}, nil, false))},
+		{"as cleartext signature, trailing spaces", pgpMIMEPost(t, outerHeader(alice.addr, "..."), encryptEntity(t,
+			[]byte("Content-Type: text/plain\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nMeet at noon.  \r\nBring the keys.\t\r\n"+
+				strings.ReplaceAll(string(sig), "\n", "\r\n")), []*openpgp.Entity{f.site.ListKey}, nil, false))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := f.mta.send("mallory@evil.example", []string{milterfix.List}, tc.msg)
+			if tc.name == "as PGP/MIME" {
+				// Text that is no MIME entity: refused before the replay check.
+				if r.code() < 500 {
+					t.Fatalf("got %d %q, want a refusal", r.code(), r.action.SMTPText)
+				}
+				return
+			}
+			if r.code() != 550 || !strings.Contains(r.action.SMTPText, "already sent") {
+				t.Fatalf("got %d %q, want a replay refusal", r.code(), r.action.SMTPText)
+			}
+		})
+	}
+}
+
+// Finding 11: a member key is judged now, not only at the signature's
+// own (sender-chosen) creation time: a backdated signature by a key that
+// expired since is refused.
+func TestExpiredKeyBackdatedSignature(t *testing.T) {
+	f := newFixture(t, "")
+	now := time.Now()
+	cfg := keyring.PacketConfig(keyring.DefaultLimits, func() time.Time { return now.Add(-3 * time.Hour) })
+	cfg.Algorithm, cfg.Curve, cfg.KeyLifetimeSecs = packet.PubKeyAlgoEdDSA, packet.Curve25519, 2*3600
+	cfg.AEADConfig = nil
+	key, err := openpgp.NewEntity("Erin", "", "erin@example.org", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered while the key was valid.
+	f.site.Admin.Now = func() time.Time { return now.Add(-150 * time.Minute) }
+	f.site.Register(t, "erin@example.org", key)
+	f.site.Admin.Now = time.Now
+	for _, tc := range []struct {
+		name   string
+		signed time.Time
+	}{
+		{"signed while valid (backdated)", now.Add(-2 * time.Hour)},
+		{"signed a minute before expiry", now.Add(-61 * time.Minute)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := keyring.PacketConfig(keyring.DefaultLimits, func() time.Time { return tc.signed })
+			first := "Content-Type: text/plain\r\n\r\nstill me, " + tc.name + "\r\n"
+			inner := signedMultipart("", "B", "", first, detachSig(t, key, []byte(first), sc), "")
+			msg := pgpMIMEPost(t, outerHeader("erin@example.org", "..."), encryptEntity(t, []byte(inner), []*openpgp.Entity{f.site.ListKey}, nil, false))
+			r := f.mta.send("erin@example.org", []string{milterfix.List}, msg)
+			if r.code() != 550 || !strings.Contains(r.action.SMTPText, "expired or revoked") {
+				t.Fatalf("got %d %q, want 550 key not valid", r.code(), r.action.SMTPText)
+			}
+		})
+	}
+}

@@ -31,6 +31,9 @@ const (
 	SignedBad
 	// SignedUnknown: a signature by a key no member registered.
 	SignedUnknown
+	// SignedKeyInvalid: a signature that verifies, by a member's key that
+	// is not valid now (expired or revoked since it signed).
+	SignedKeyInvalid
 )
 
 // Binding is what a valid signature shows about whom it was made for.
@@ -127,6 +130,9 @@ func (p *Policy) Decide(f Findings, now time.Time) Decision {
 	case SignedBad:
 		return p.act(p.Post.BadSignature, "bad-signature", 550, "5.7.7",
 			"the post's signature does not verify; the message may have been altered in transit")
+	case SignedKeyInvalid:
+		return p.act(p.Post.BadSignature, "key-not-valid", 550, "5.7.7",
+			fmt.Sprintf("the key that signed the post is expired or revoked; renew it (or send \"key change\" with a new key to %s) and sign the post again", p.RequestAddress()))
 	case SignedUnknown:
 		return p.act(p.Post.BadSignature, "unknown-signer", 550, "5.7.7",
 			fmt.Sprintf("the post is signed by a key that is not registered for the From address; send \"key show\" to %s to see your registered key", p.RequestAddress()))

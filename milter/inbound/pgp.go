@@ -266,7 +266,7 @@ func (ex *examiner) evalSignatures(md *openpgp.MessageDetails, data []byte, form
 		out.data, out.form = data, form
 		if _, ok := md.SignedBy.Entity.SigningKeyById(ex.in.Now, md.SignedBy.PublicKey.KeyId, ex.cfg); !ok {
 			out.status, out.signer, out.data = SigBad, nil, nil
-			out.problem = wrap(ErrBadSignature, "the signing key is expired, revoked or not valid for signing now")
+			out.problem = ErrKeyNotValid
 		}
 		return out
 	}

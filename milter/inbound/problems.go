@@ -40,6 +40,13 @@ var (
 	// other intended recipients (a signed message re-encrypted to the list).
 	ErrBadSignature = errors.New("the signature cannot be accepted")
 
+	// ErrKeyNotValid: the signature verifies, but the signer's key is not
+	// valid now (expired or revoked since it signed); also matches
+	// ErrBadSignature. go-crypto checks a key at the signature's own,
+	// sender-chosen time only: a backdated signature must not outlive
+	// the key.
+	ErrKeyNotValid = fmt.Errorf("%w: the signing key is expired, revoked or not valid for signing now", ErrBadSignature)
+
 	// ErrMalformed matches every *MalformedError.
 	ErrMalformed = errors.New("malformed message")
 
