@@ -17,6 +17,12 @@ var MainCF string
 //go:embed master.cf.snippet
 var MasterCF string
 
+// Transport is the text of responder.transport, the transport_maps table
+// for one list (see TransportTable).
+//
+//go:embed responder.transport
+var Transport string
+
 // ReinjectService is the master.cf service name of the reinjection
 // listener in MasterCF (host:port). The milter's default reinjection
 // address must match it.

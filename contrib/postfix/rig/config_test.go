@@ -67,3 +67,33 @@ func TestMasterCFSnippet(t *testing.T) {
 		t.Error("a chrooted smtp listener was accepted")
 	}
 }
+
+// Extra reinjection options go at the end of that service's entry, after
+// the snippet's own -o lines (the last -o of a name wins).
+func TestMasterCFReinjectExtra(t *testing.T) {
+	extra := "-o smtpd_recipient_restrictions=check_recipient_access,hash:/x,permit_mynetworks,reject"
+	out, err := masterCF(postfix.MasterCF, "127.0.0.1:2525", "127.0.0.1:2626", extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out, "\n")
+	at, last := -1, -1
+	for i, l := range lines {
+		switch {
+		case strings.TrimSpace(l) == extra:
+			at = i
+		case strings.HasPrefix(strings.TrimSpace(l), "-o smtpd_sasl_auth_enable=no"):
+			last = i
+		}
+	}
+	if at < 0 || at != last+1 {
+		t.Fatalf("extra line at %d, snippet's last -o at %d:\n%s", at, last, out)
+	}
+}
+
+func TestAccessTable(t *testing.T) {
+	got := accessTable(map[string]string{"b@x": "450 4.2.1 later", "a@x": "550 5.1.1 unknown"})
+	if got != "a@x\t550 5.1.1 unknown\nb@x\t450 4.2.1 later\n" {
+		t.Fatalf("%q", got)
+	}
+}

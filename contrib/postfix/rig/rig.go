@@ -59,7 +59,30 @@ type Options struct {
 	ExtraMain map[string]string
 	// ExtraMaster is appended to master.cf (e.g. a pipe transport).
 	ExtraMaster string
+	// Tables are lookup tables compiled with postmap into the config
+	// directory before Postfix starts: file name -> text ("key value"
+	// lines). Refer to one as "hash:$config_directory/NAME" in ExtraMain;
+	// SetTable changes one while Postfix runs.
+	Tables map[string]string
+	// ListRoutes are list addresses routed as contrib/postfix tells
+	// admins to (transport_maps = postfix.TransportTable): mail that
+	// reaches a list address itself is bounced by the error transport,
+	// LIST-request@ goes to the listcrypt-responder service (which
+	// ExtraMaster must then define).
+	ListRoutes []string
+	// ReinjectRecipientAccess, when not nil, makes the reinjection
+	// listener answer RCPT TO for these recipients with these replies
+	// (check_recipient_access): address -> "550 5.1.1 User unknown",
+	// "450 4.2.1 Try again later", ... Change it with
+	// SetReinjectRecipientAccess.
+	ReinjectRecipientAccess map[string]string
 }
+
+// Table names the rig uses itself.
+const (
+	transportTable      = "listcrypt-transport"
+	reinjectAccessTable = "reinject-recipient-access"
+)
 
 // Postfix is a running rig instance. It is stopped at the end of the test.
 type Postfix struct {
@@ -298,11 +321,31 @@ func Start(t testing.TB, opts Options) *Postfix {
 	p.smtpAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	p.reinjectAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 
+	tables := map[string]string{}
+	for name, text := range opts.Tables {
+		tables[name] = text
+	}
+	if len(opts.ListRoutes) > 0 {
+		tables[transportTable] = postfix.TransportTable(opts.ListRoutes...)
+		if opts.ExtraMain["transport_maps"] == "" {
+			if opts.ExtraMain == nil {
+				opts.ExtraMain = map[string]string{}
+			}
+			opts.ExtraMain["transport_maps"] = "hash:" + filepath.Join(p.configDir, transportTable)
+		}
+	}
+	var reinjectExtra []string
+	if opts.ReinjectRecipientAccess != nil {
+		tables[reinjectAccessTable] = accessTable(opts.ReinjectRecipientAccess)
+		// Commas, not spaces: a master.cf -o value is one word.
+		reinjectExtra = append(reinjectExtra, "-o smtpd_recipient_restrictions=check_recipient_access,hash:"+
+			filepath.Join(p.configDir, reinjectAccessTable)+",permit_mynetworks,reject")
+	}
 	mainCF, err := p.mainCF(opts)
 	if err != nil {
 		t.Fatalf("rig: main.cf: %v", err)
 	}
-	masterCF, err := masterCF(postfix.MasterCF, p.smtpAddr, p.reinjectAddr)
+	masterCF, err := masterCF(postfix.MasterCF, p.smtpAddr, p.reinjectAddr, reinjectExtra...)
 	if err != nil {
 		t.Fatalf("rig: master.cf.snippet: %v", err)
 	}
@@ -319,6 +362,17 @@ func Start(t testing.TB, opts Options) *Postfix {
 	past := time.Now().Add(-time.Hour)
 	for _, name := range []string{"main.cf", "master.cf"} {
 		if err := os.Chtimes(filepath.Join(p.configDir, name), past, past); err != nil {
+			t.Fatalf("rig: %v", err)
+		}
+	}
+
+	names := make([]string, 0, len(tables))
+	for name := range tables {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := p.writeTable(name, tables[name], past); err != nil {
 			t.Fatalf("rig: %v", err)
 		}
 	}
@@ -344,6 +398,61 @@ func Start(t testing.TB, opts Options) *Postfix {
 	t.Logf("rig: postfix up in %v: smtpd %s, reinjection %s, sink %s, config %s",
 		time.Since(began).Round(time.Millisecond), p.smtpAddr, p.reinjectAddr, sink.Addr(), p.configDir)
 	return p
+}
+
+// accessTable writes an access(5) table of address -> reply.
+func accessTable(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s\t%s\n", k, m[k])
+	}
+	return b.String()
+}
+
+// writeTable writes the table NAME in the config directory and compiles
+// it with postmap, then sets its modification times to mtime. Postfix
+// notices a changed table by its mtime, in whole seconds: tables written
+// at start are dated in the past so that a change made by SetTable
+// during the test is always seen.
+func (p *Postfix) writeTable(name, text string, mtime time.Time) error {
+	if name == "" || strings.ContainsAny(name, "/ ") {
+		return fmt.Errorf("table name %q", name)
+	}
+	path := filepath.Join(p.configDir, name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return err
+	}
+	if out, err := p.command("postmap", "-c", p.configDir, "hash:"+path); err != nil {
+		return fmt.Errorf("postmap %s: %v\n%s", name, err, out)
+	}
+	for _, f := range []string{path, path + ".db"} {
+		if err := os.Chtimes(f, mtime, mtime); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetTable replaces the text of table NAME (see Options.Tables) while
+// Postfix runs. Its processes reopen a changed table before they accept
+// their next connection.
+func (p *Postfix) SetTable(name, text string) {
+	p.t.Helper()
+	if err := p.writeTable(name, text, time.Now()); err != nil {
+		p.t.Fatalf("rig: %v", err)
+	}
+}
+
+// SetReinjectRecipientAccess replaces the replies of the reinjection
+// listener (Options.ReinjectRecipientAccess, which must have been set).
+func (p *Postfix) SetReinjectRecipientAccess(m map[string]string) {
+	p.t.Helper()
+	p.SetTable(reinjectAccessTable, accessTable(m))
 }
 
 // SMTPAddr is the host:port of the smtpd with the milter (the public port).
@@ -766,11 +875,23 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 // masterCF takes master.cf.snippet as shipped and moves its two smtpd
 // listeners to the rig's ports: "smtp inet" to smtpAddr, the reinjection
 // service to reinjectAddr. Both must be unchrooted (column 5 "n").
-func masterCF(snippet, smtpAddr, reinjectAddr string) (string, error) {
-	var b strings.Builder
+// reinjectExtra lines ("-o name=value") are added at the end of the
+// reinjection service, so they win over the snippet's.
+func masterCF(snippet, smtpAddr, reinjectAddr string, reinjectExtra ...string) (string, error) {
+	var out []string
 	var sawSMTP, sawReinject bool
+	// reinjectEnd is the index in out after the last line of the
+	// reinjection service (its service line or last continuation line).
+	reinjectEnd := -1
 	for n, line := range strings.Split(snippet, "\n") {
-		if line != "" && line[0] != ' ' && line[0] != '\t' && line[0] != '#' {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case trimmed == "" || trimmed[0] == '#':
+		case line[0] == ' ' || line[0] == '\t':
+			if reinjectEnd >= 0 && reinjectEnd == lastEntryEnd(out) {
+				reinjectEnd = len(out) + 1
+			}
+		default:
 			f := strings.Fields(line)
 			if len(f) < 8 {
 				return "", fmt.Errorf("line %d: want 8 columns: %q", n+1, line)
@@ -781,6 +902,7 @@ func masterCF(snippet, smtpAddr, reinjectAddr string) (string, error) {
 				addr, sawSMTP = smtpAddr, true
 			case f[0] == postfix.ReinjectService && f[1] == "inet":
 				addr, sawReinject = reinjectAddr, true
+				reinjectEnd = len(out) + 1
 			}
 			if addr != "" {
 				if f[4] != "n" {
@@ -789,12 +911,28 @@ func masterCF(snippet, smtpAddr, reinjectAddr string) (string, error) {
 				line = addr + line[len(f[0]):]
 			}
 		}
-		b.WriteString(line)
-		b.WriteByte('\n')
+		out = append(out, line)
 	}
 	if !sawSMTP || !sawReinject {
 		return "", fmt.Errorf("want an \"smtp inet\" and a %q service", postfix.ReinjectService)
 	}
-	b.WriteString(rigServices)
-	return b.String(), nil
+	if len(reinjectExtra) > 0 {
+		extra := make([]string, len(reinjectExtra))
+		for i, l := range reinjectExtra {
+			extra[i] = "  " + l
+		}
+		out = append(out[:reinjectEnd], append(extra, out[reinjectEnd:]...)...)
+	}
+	return strings.Join(out, "\n") + "\n" + rigServices, nil
+}
+
+// lastEntryEnd is the index after the last line of out that is a service
+// line or a continuation line (not blank, not a comment).
+func lastEntryEnd(out []string) int {
+	for i := len(out) - 1; i >= 0; i-- {
+		if t := strings.TrimSpace(out[i]); t != "" && t[0] != '#' {
+			return i + 1
+		}
+	}
+	return 0
 }

@@ -1,0 +1,39 @@
+package postfix
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ResponderService is the master.cf service of the command responder
+// (responder.master.cf.snippet).
+const ResponderService = "listcrypt-responder"
+
+// ListRefusal is the transport of a list address itself. listcrypt
+// deletes the list address from every transaction it rewrites, so mail
+// that still carries it at delivery time has not passed the milter (an
+// alias or forward expanded by Postfix after the milter saw the
+// transaction, local submission, the reinjection port): it is bounced
+// with this reply, never delivered in clear.
+const ListRefusal = "error:5.7.1 this list takes mail only at its own address, through listcrypt; aliases and forwards to it are refused"
+
+// TransportTable returns the transport_maps lines (the format of
+// responder.transport) that route lists: each list address to
+// ListRefusal and each LIST-request@DOMAIN to the responder service.
+// Postfix tries the full recipient, then the recipient without its
+// address extension (recipient_delimiter), so LIST+anything@DOMAIN is
+// refused too and LIST-request+anything@DOMAIN reaches the responder.
+// Hash tables fold case: DEVS@ is devs@.
+func TransportTable(lists ...string) string {
+	var b strings.Builder
+	for _, l := range lists {
+		l = strings.ToLower(strings.TrimSpace(l))
+		local, domain, ok := strings.Cut(l, "@")
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(&b, "%s\t%s\n", l, ListRefusal)
+		fmt.Fprintf(&b, "%s-request@%s\t%s:\n", local, domain, ResponderService)
+	}
+	return b.String()
+}
