@@ -7,25 +7,33 @@ package milter_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	nettextproto "net/textproto"
+
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
-	nettextproto "net/textproto"
 
 	"github.com/emersion/go-message/textproto"
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/pgptest"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 	"github.com/listcrypt/listcrypt/milter/outbound"
+	"github.com/listcrypt/listcrypt/policy"
 )
 
 // pgpConfig is a go-crypto config for building posts; irf says whether
@@ -670,5 +678,324 @@ func TestExpiredKeyBackdatedSignature(t *testing.T) {
 				t.Fatalf("got %d %q, want 550 key not valid", r.code(), r.action.SMTPText)
 			}
 		})
+	}
+}
+
+// TestMembersReadExactlyTheSignedBytes is the property behind finding 1,
+// over every shape of signed post listcrypt accepts: for each accepted
+// post and each member, the entity the member decrypts is byte for byte
+// the data whose signature was verified (for inline PGP: after the
+// text/plain header listcrypt writes), under only the listed header
+// fields; with keep_sender_signature the author's signature over exactly
+// those bytes travels along and verifies.
+func TestMembersReadExactlyTheSignedBytes(t *testing.T) {
+	entity := "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCorpus post =E2=9C=93\r\n-- \r\nalice\r\n"
+	text := "Corpus text.\r\n- a dashed line\r\nlast line"
+	type shape struct {
+		name string
+		// build returns the post and the bytes members must read.
+		build func(t *testing.T, f *fixture, n int) (msg []byte, want []byte)
+	}
+	list := func(f *fixture) []*openpgp.Entity { return []*openpgp.Entity{f.site.ListKey} }
+	hdr := func(n int) string { return outerHeader("alice@example.org", fmt.Sprintf("corpus %d", n)) }
+	uniq := func(s string, n int) string { return strings.Replace(s, "Corpus", fmt.Sprintf("Corpus %d", n), 1) }
+	shapes := []shape{
+		{"signed inside the encryption (§6.2)", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
+			e := uniq(entity, n)
+			return pgpMIMEPost(t, hdr(n), encryptEntity(t, []byte(e), list(f), f.alice, true)), []byte(e)
+		}},
+		{"multipart/signed inside the encryption (§6.1)", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
+			e := uniq(entity, n)
+			inner := signedMultipart("", "b1", "preamble\r\n", e, detachSig(t, f.alice, []byte(e), nil), "epilogue\r\n")
+			return pgpMIMEPost(t, hdr(n), encryptEntity(t, []byte(inner), list(f), nil, false)), []byte(e)
+		}},
+		{"multipart/signed, not encrypted (§5)", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
+			e := uniq(entity, n)
+			return []byte(hdr(n) + signedMultipart("", "b1", "", e, detachSig(t, f.alice, []byte(e), nil), "")), []byte(e)
+		}},
+		{"LF line ends on the wire (§5)", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
+			e := uniq(entity, n)
+			m := hdr(n) + signedMultipart("", "b1", "", e, detachSig(t, f.alice, []byte(e), nil), "")
+			return []byte(strings.ReplaceAll(m, "\r\n", "\n")), []byte(e)
+		}},
+		{"inline PGP, encrypted and signed", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
+			tx := uniq(text, n)
+			return append([]byte(hdr(n)+"Content-Type: text/plain\r\n\r\n"), armorBlock(t, "PGP MESSAGE", encryptEntity(t, []byte(tx), list(f), f.alice, true))...),
+				[]byte(inboundTextHeader + tx)
+		}},
+		{"cleartext signature inside the encryption", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
+			tx := uniq(text, n)
+			return pgpMIMEPost(t, hdr(n), encryptEntity(t, []byte("Content-Type: text/plain\r\n\r\n"+clearsignText(t, f.alice, tx)), list(f), nil, false)),
+				[]byte(inboundTextHeader + tx)
+		}},
+		{"cleartext signature, not encrypted", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
+			tx := uniq(text, n)
+			return []byte(hdr(n) + "Content-Type: text/plain\r\n\r\n" + clearsignText(t, f.alice, tx)), []byte(inboundTextHeader + tx)
+		}},
+		{"signed PGP MESSAGE, not encrypted", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
+			tx := uniq(text, n)
+			var b bytes.Buffer
+			w, err := openpgp.SignWithParams(&b, []*openpgp.Entity{f.alice}, &openpgp.SignParams{Config: pgpConfig(false)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Write([]byte(tx))
+			w.Close()
+			return []byte(hdr(n) + "Content-Type: text/plain\r\n\r\n" + armorBlock(t, "PGP MESSAGE", b.Bytes())), []byte(inboundTextHeader + tx)
+		}},
+	}
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep_sender_signature=%v", keep), func(t *testing.T) {
+			f := newFixture(t, "encrypted = \"allow\"")
+			if keep {
+				editPolicy(t, f.site, "keep_sender_signature = false", "keep_sender_signature = true")
+				if err := f.d.Reload(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for n, sh := range shapes {
+				t.Run(sh.name, func(t *testing.T) {
+					msg, want := sh.build(t, f, n)
+					r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
+					if r.action.Code != gomilter.ActAccept {
+						t.Fatalf("refused: %d %s", r.code(), r.action.SMTPText)
+					}
+					for name, member := range map[string]*openpgp.Entity{"alice": f.alice, "bob": f.bob} {
+						v := f.copyFor(t, r, member)
+						checkPayloadFields(t, v.header)
+						got := v.entity
+						if keep {
+							got = keptPart(t, v.entity, f.alice)
+						}
+						if !bytes.Equal(got, want) {
+							t.Fatalf("%s reads\n%q\nsigned bytes\n%q", name, got, want)
+						}
+						if v.header.Get("From") != `"alice" <alice@example.org>` {
+							t.Fatalf("%s sees From %q", name, v.header.Get("From"))
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+const inboundTextHeader = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+
+// clearsign returns text in the cleartext signature framework, CRLF.
+func clearsignText(t *testing.T, signer *openpgp.Entity, text string) string {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := clearsign.Encode(&b, signer.PrivateKey, keyring.PacketConfig(keyring.DefaultLimits, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte(text))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(b.String(), "\r\n", "\n"), "\n", "\r\n")
+}
+
+// keptPart checks the author's signature a member's copy carries and
+// returns the bytes it covers, as the member's client would show them:
+// the first part of a multipart/signed, or the header listcrypt wrote
+// and the text of a cleartext signature.
+func keptPart(t *testing.T, entity []byte, author *openpgp.Entity) []byte {
+	t.Helper()
+	cfg := keyring.PacketConfig(keyring.DefaultLimits, nil)
+	if first, ok := milterfix.FirstSignedPart(entity); ok {
+		i := bytes.Index(entity, []byte("-----BEGIN PGP SIGNATURE-----"))
+		j := bytes.Index(entity, []byte("-----END PGP SIGNATURE-----"))
+		if _, _, err := openpgp.VerifyArmoredDetachedSignature(openpgp.EntityList{author}, bytes.NewReader(first),
+			bytes.NewReader(entity[i:j+len("-----END PGP SIGNATURE-----")]), cfg); err != nil {
+			t.Fatalf("author's signature does not verify: %v", err)
+		}
+		return first
+	}
+	if bytes.HasPrefix(entity, []byte(inboundTextHeader+"-----BEGIN PGP SIGNED MESSAGE-----")) {
+		b, _ := clearsign.Decode(entity[len(inboundTextHeader):])
+		if b == nil {
+			t.Fatalf("cleartext block does not parse:\n%s", entity)
+		}
+		if _, _, err := openpgp.VerifyDetachedSignature(openpgp.EntityList{author}, bytes.NewReader(b.Bytes), b.ArmoredSignature.Body, cfg); err != nil {
+			t.Fatalf("author's cleartext signature does not verify: %v", err)
+		}
+		return append([]byte(inboundTextHeader), b.Bytes...)
+	}
+	return entity // inline PGP MESSAGE: the list's signature only
+}
+
+// compressedPost encrypts size bytes of one repeated line to keys, ZLIB
+// compressed at the best level (signed inside when signer is set): a
+// small post that inflates a lot. Built by hand: go-crypto compresses
+// only for keys that advertise it.
+func compressedPost(t *testing.T, from string, size int, signer *openpgp.Entity, to ...*openpgp.Entity) []byte {
+	t.Helper()
+	var inner bytes.Buffer
+	cw, err := packet.SerializeCompressed(nopWC{&inner}, packet.CompressionZLIB, &packet.CompressionConfig{Level: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w io.WriteCloser
+	if signer != nil {
+		w, err = openpgp.SignWithParams(cw, []*openpgp.Entity{signer}, &openpgp.SignParams{Config: pgpConfig(false)})
+	} else {
+		w, err = packet.SerializeLiteral(nopWC{cw}, true, "", 0)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("Content-Type: text/plain\r\n\r\n"))
+	line := []byte("the same line again and again, as a compression bomb writes it\r\n")
+	for n := 0; n < size; n += len(line) {
+		w.Write(line)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return pgpMIMEPost(t, outerHeader(from, "..."), sealPackets(t, inner.Bytes(), to...))
+}
+
+// Finding 5: the work a post causes before its decision is bounded by
+// the list's own max_size: the plaintext may not grow past it, whoever
+// sent it, in bounded memory; a post that passes goes out compressed
+// again, never as a copy many times its own size.
+func TestBoundedWork(t *testing.T) {
+	f := newFixture(t, `max_size = "1MB"`)
+	list := []*openpgp.Entity{f.site.ListKey}
+	bomb := compressedPost(t, "mallory@evil.example", 64<<20, nil, list...)
+	t.Logf("bomb: %d bytes, 64 MiB inside", len(bomb))
+	for _, tc := range []struct {
+		name string
+		from string
+		msg  []byte
+	}{
+		{"non-member, unsigned", "mallory@evil.example", bomb},
+		{"member, signed", "alice@example.org", compressedPost(t, "alice@example.org", 64<<20, f.alice, list...)},
+		{"just over max_size", "alice@example.org", compressedPost(t, "alice@example.org", 1<<20+4096, f.alice, list...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			r := f.mta.send(tc.from, []string{milterfix.List}, tc.msg)
+			runtime.ReadMemStats(&after)
+			if r.code() != 552 || !strings.Contains(r.action.SMTPText, "5.3.4") {
+				t.Fatalf("got %d %q, want 552 5.3.4", r.code(), r.action.SMTPText)
+			}
+			// TotalAlloc counts every allocation of the process during the
+			// transaction (milter and the test's MTA client): an upper
+			// bound of the peak heap the post caused.
+			alloc := after.TotalAlloc - before.TotalAlloc
+			t.Logf("%s: %.1f MiB allocated for a %d byte post", tc.name, float64(alloc)/(1<<20), len(tc.msg))
+			if bound := uint64(12 << 20); alloc > bound {
+				t.Fatalf("allocated %d bytes, bound %d", alloc, bound)
+			}
+		})
+	}
+	t.Run("member post under max_size goes out compressed", func(t *testing.T) {
+		msg := compressedPost(t, "alice@example.org", 900<<10, f.alice, list...)
+		r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
+		if r.action.Code != gomilter.ActAccept {
+			t.Fatalf("%d %s", r.code(), r.action.SMTPText)
+		}
+		var body int
+		for _, m := range r.modacts {
+			if m.Code == gomilter.ActReplBody {
+				body += len(m.Body)
+			}
+		}
+		t.Logf("post %d bytes (900 KiB inside), copy %d bytes", len(msg), body)
+		if body > 4*len(msg)+16<<10 {
+			t.Fatalf("a %d byte post goes out as a %d byte copy", len(msg), body)
+		}
+		if v := f.copyFor(t, r, f.bob); len(v.entity) < 900<<10 {
+			t.Fatalf("copy holds %d bytes", len(v.entity))
+		}
+	})
+}
+
+// Several lists in one transaction: the post is decrypted once, and each
+// list decides on its own key packet and its own members.
+func TestSeveralListsOneTransaction(t *testing.T) {
+	sink := rig.NewSink(t)
+	site := milterfix.New(t, milterfix.Options{Reinject: sink.Addr()})
+	f := &fixture{site: site}
+	f.alice = site.AddMember(t, "alice@example.org")
+	f.bob = site.AddMember(t, "bob@example.org")
+	const ops = "ops@lists.example.org"
+	ctx := context.Background()
+	if _, err := site.Admin.CreateList(ctx, ops, "owner@example.org", keyring.KeyEd25519); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(site.Config.PolicyDir, ops+".toml"), []byte(policy.Template(ops, "owner@example.org")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	armored, err := site.Admin.ExportListKey(ctx, ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el, err := openpgp.ReadArmoredKeyRing(strings.NewReader(armored))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opsKey := el[0]
+	for _, m := range []struct {
+		addr string
+		e    *openpgp.Entity
+	}{{"alice@example.org", f.alice}, {"carol@example.org", milterfix.NewKey(t, "carol@example.org")}} {
+		k, _ := keyring.ArmorPublicKey(m.e)
+		if _, err := site.Admin.AddMember(ctx, ops, m.addr, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.d, f.logs = startDaemon(t, site)
+	f.mta = newMTA(t, f.d)
+	rcpts := []string{milterfix.List, ops}
+
+	// To both lists, naming both in the signature: each list's members
+	// get it, through the reinjection listener.
+	msg := pgpMIMEPost(t, outerHeader("alice@example.org", "..."), encryptEntity(t, []byte("Content-Type: text/plain\r\n\r\nto both\r\n"),
+		[]*openpgp.Entity{site.ListKey, opsKey}, f.alice, true))
+	if r := f.mta.send("alice@example.org", rcpts, msg); r.action.Code != gomilter.ActDiscard {
+		t.Fatalf("%+v", r.action)
+	}
+	got := map[string]bool{}
+	for _, d := range sink.Messages() {
+		for _, rc := range d.To {
+			got[rc] = true
+		}
+	}
+	for _, want := range []string{"alice@example.org", "bob@example.org", "carol@example.org"} {
+		if !got[want] {
+			t.Errorf("%s got no copy: %v", want, got)
+		}
+	}
+	if n := strings.Count(f.logs.String(), "action=accept"); n != 2 {
+		t.Fatalf("%d accept lines, want one per list:\n%s", n, f.logs.String())
+	}
+
+	// Encrypted to one list only: the other list refuses the transaction.
+	msg = pgpMIMEPost(t, outerHeader("alice@example.org", "..."), encryptEntity(t, []byte("Content-Type: text/plain\r\n\r\nto devs only\r\n"),
+		[]*openpgp.Entity{site.ListKey}, f.alice, true))
+	if r := f.mta.send("alice@example.org", rcpts, msg); r.code() != 550 || !strings.Contains(r.action.SMTPText, "list key of "+ops) {
+		t.Fatalf("got %d %q", r.code(), r.action.SMTPText)
+	}
+	// Signed for devs only (its intended recipients name devs' key) but
+	// encrypted to both: ops refuses it.
+	eve := milterfix.NewKey(t, "eve@example.net")
+	bin := encryptEntity(t, []byte("Content-Type: text/plain\r\n\r\nsigned for devs\r\n"), []*openpgp.Entity{site.ListKey, eve}, f.alice, true)
+	signed := decryptPackets(t, bin, eve)
+	msg = pgpMIMEPost(t, outerHeader("alice@example.org", "..."), sealPackets(t, signed, site.ListKey, opsKey))
+	if r := f.mta.send("alice@example.org", rcpts, msg); r.code() != 550 || !strings.Contains(r.action.SMTPText, "names other recipients, not "+ops) {
+		t.Fatalf("got %d %q", r.code(), r.action.SMTPText)
+	}
+	// A bomb to both lists is refused once, for both.
+	if r := f.mta.send("mallory@evil.example", rcpts, compressedPost(t, "mallory@evil.example", 64<<20, nil, site.ListKey, opsKey)); r.code() != 552 {
+		t.Fatalf("bomb: %d %q", r.code(), r.action.SMTPText)
 	}
 }
