@@ -4,7 +4,7 @@ BIN      := bin
 FUZZTIME ?= 20s
 # Fuzz targets: package:target
 FUZZ_TARGETS := ./milter/inbound:FuzzExamine ./keyring:FuzzParseMemberKey ./keyring/workflow:FuzzParseCommand \
-	./keyring/workflow:FuzzEntityText ./policy:FuzzParse ./policy/config:FuzzParse
+	./keyring/workflow:FuzzEntityText ./policy:FuzzParse ./policy:FuzzListRecipient ./policy/config:FuzzParse
 
 .PHONY: build test vet demo bench fuzz fuzz-short clean
 

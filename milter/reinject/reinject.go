@@ -6,9 +6,11 @@ package reinject
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -18,19 +20,50 @@ import (
 const Timeout = 2 * time.Minute
 
 // Send submits data from the envelope sender to the recipients at addr
-// (HOST:PORT). Every refusal is an error naming the stage and the reply.
+// (HOST:PORT). Every refusal is an error naming the stage and the reply:
+// either every recipient gets the message or none does.
 func Send(ctx context.Context, addr, from string, to []string, data []byte) error {
+	_, err := submit(ctx, addr, from, to, data, false)
+	return err
+}
+
+// Refusal is a recipient the MTA refused permanently at RCPT TO.
+type Refusal struct {
+	Address string
+	Code    int    // SMTP reply code, 5xx
+	Reply   string // the whole reply on one line, e.g. "550 5.1.1 <a@b>: Recipient address rejected: User unknown"
+}
+
+// Result is the outcome of SendEach.
+type Result struct {
+	Accepted []string  // recipients the MTA took the message for, in the order given
+	Refused  []Refusal // recipients refused permanently, in the order given
+}
+
+// SendEach submits data from the envelope sender to the recipients at
+// addr, recipient by recipient: a permanent refusal (5xx) at RCPT TO
+// leaves that recipient out and is reported in Result.Refused, the
+// others get the message. When every recipient is refused no DATA is
+// sent and the error is nil. A temporary refusal (4xx) of any recipient
+// and every other failure (connection, MAIL FROM, DATA) is an error, and
+// then nobody got the message: the caller retries it all later.
+func SendEach(ctx context.Context, addr, from string, to []string, data []byte) (Result, error) {
+	return submit(ctx, addr, from, to, data, true)
+}
+
+func submit(ctx context.Context, addr, from string, to []string, data []byte, perRecipient bool) (Result, error) {
+	var res Result
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("reinject to %s: %w", addr, err)
+		return res, fmt.Errorf("reinject to %s: %w", addr, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		if err := conn.SetDeadline(dl); err != nil {
 			conn.Close()
-			return fmt.Errorf("reinject to %s: %w", addr, err)
+			return res, fmt.Errorf("reinject to %s: %w", addr, err)
 		}
 	}
 	c := smtp.NewClient(conn)
@@ -40,31 +73,66 @@ func Send(ctx context.Context, addr, from string, to []string, data []byte) erro
 		host = "localhost"
 	}
 	if err := c.Hello(host); err != nil {
-		return fmt.Errorf("reinject to %s: EHLO: %w", addr, err)
+		return res, fmt.Errorf("reinject to %s: EHLO: %w", addr, err)
 	}
 	if err := c.Mail(from, nil); err != nil {
-		return fmt.Errorf("reinject to %s: MAIL FROM:<%s>: %w", addr, from, err)
+		return res, fmt.Errorf("reinject to %s: MAIL FROM:<%s>: %w", addr, from, err)
 	}
 	for _, r := range to {
-		if err := c.Rcpt(r, nil); err != nil {
-			return fmt.Errorf("reinject to %s: RCPT TO:<%s>: %w", addr, r, err)
+		err := c.Rcpt(r, nil)
+		if err == nil {
+			res.Accepted = append(res.Accepted, r)
+			continue
 		}
+		var se *smtp.SMTPError
+		if perRecipient && errors.As(err, &se) && se.Code >= 500 && se.Code <= 599 {
+			res.Refused = append(res.Refused, Refusal{Address: r, Code: se.Code, Reply: replyLine(se)})
+			continue
+		}
+		return Result{}, fmt.Errorf("reinject to %s: RCPT TO:<%s>: %w", addr, r, err)
+	}
+	if len(res.Accepted) == 0 {
+		// Nobody to send to: DATA would only be refused.
+		_ = c.Quit()
+		return res, nil
 	}
 	w, err := c.Data()
 	if err != nil {
-		return fmt.Errorf("reinject to %s: DATA: %w", addr, err)
+		return Result{}, fmt.Errorf("reinject to %s: DATA: %w", addr, err)
 	}
 	if _, err := w.Write(crlf(data)); err != nil {
 		w.Close()
-		return fmt.Errorf("reinject to %s: DATA: %w", addr, err)
+		return Result{}, fmt.Errorf("reinject to %s: DATA: %w", addr, err)
 	}
 	if err := w.Close(); err != nil {
-		return fmt.Errorf("reinject to %s: end of DATA: %w", addr, err)
+		return Result{}, fmt.Errorf("reinject to %s: end of DATA: %w", addr, err)
 	}
 	// The MTA took the message at the end of DATA: a failing QUIT must not
 	// make the caller send it again.
-	c.Quit()
-	return nil
+	_ = c.Quit()
+	return res, nil
+}
+
+// replyLine is an SMTP reply as one line of printable ASCII: code,
+// enhanced code, text (lines of a multi-line reply joined by spaces),
+// at most 300 bytes.
+func replyLine(se *smtp.SMTPError) string {
+	s := strconv.Itoa(se.Code)
+	if ec := se.EnhancedCode; ec[0] > 0 {
+		s += fmt.Sprintf(" %d.%d.%d", ec[0], ec[1], ec[2])
+	}
+	if se.Message != "" {
+		s += " " + se.Message
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s) && len(b) < 300; i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e {
+			c = ' '
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
 
 // crlf makes every line end in CRLF, as SMTP requires.
