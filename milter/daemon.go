@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -92,6 +93,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.once.Do(func() {
 		close(d.closed)
 		d.err = d.srv.Shutdown(ctx)
+		d.ln.Close() // already closed when Serve ran
 		if network, path, _ := config.ParseListen(d.cfg.Milter.Listen); network == "unix" {
 			os.Remove(path)
 		}
@@ -129,8 +131,9 @@ func (d *Daemon) pruneLoop() {
 }
 
 // listen opens the milter socket. A unix socket's folder is created, a
-// stale socket removed, and the mode set so smtpd (user postfix) can
-// connect.
+// stale socket removed, then the socket gets milter.socket_group (chown)
+// and milter.socket_mode (chmod), in that order: until the chmod the
+// socket has the umask's mode, which grants the group nothing more.
 func listen(cfg *config.Config) (net.Listener, error) {
 	network, addr, err := config.ParseListen(cfg.Milter.Listen)
 	if err != nil {
@@ -142,6 +145,10 @@ func listen(cfg *config.Config) (net.Listener, error) {
 			return nil, fmt.Errorf("listen %s: %w", cfg.Milter.Listen, err)
 		}
 		return ln, nil
+	}
+	gid, err := SocketGroupID(cfg.Milter.SocketGroup)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(addr), 0o755); err != nil {
 		return nil, fmt.Errorf("socket folder: %w", err)
@@ -160,10 +167,37 @@ func listen(cfg *config.Config) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Milter.Listen, err)
 	}
+	if gid >= 0 {
+		if err := os.Chown(addr, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("milter socket_group %q: give %s to group %d: %w (the daemon must be root or a member of the group)",
+				cfg.Milter.SocketGroup, addr, gid, err)
+		}
+	}
 	mode, _ := strconv.ParseUint(cfg.Milter.SocketMode, 8, 32)
 	if err := os.Chmod(addr, os.FileMode(mode)); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("socket mode: %w", err)
+		return nil, fmt.Errorf("milter socket_mode %s on %s: %w", cfg.Milter.SocketMode, addr, err)
 	}
 	return ln, nil
+}
+
+// SocketGroupID resolves milter.socket_group: a group name (it must
+// exist) or a number; -1 for an empty setting (keep the socket's group).
+func SocketGroupID(group string) (int, error) {
+	if group == "" {
+		return -1, nil
+	}
+	if n, err := strconv.ParseUint(group, 10, 31); err == nil {
+		return int(n), nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("milter socket_group %q: no such group: %w", group, err)
+	}
+	n, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("milter socket_group %q: gid %q: %w", group, g.Gid, err)
+	}
+	return n, nil
 }

@@ -48,10 +48,14 @@ type Server struct {
 	// (caught by -race), and a list's keys are shared by its sessions.
 	listLocks sync.Map // list address -> chan struct{} (capacity 1: a lock)
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
-	closed bool
+	// Connection slots (slots.go).
+	mu      sync.Mutex
+	conns   map[*trackedConn]struct{} // connections holding a slot
+	changed chan struct{}             // wakes an Accept waiting for a slot
+	done    chan struct{}             // closed by Shutdown
+	connSeq atomic.Uint64
+	wg      sync.WaitGroup // session goroutines
+	closed  bool
 }
 
 // Actions the milter may perform; Sendmail drops a milter that asks for
@@ -67,7 +71,8 @@ func NewServer(opts Options, policies *policy.Set) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	s := &Server{opts: opts, conns: map[net.Conn]struct{}{}, keyCache: outbound.NewKeyCache()}
+	s := &Server{opts: opts, conns: map[*trackedConn]struct{}{}, changed: make(chan struct{}, 1), done: make(chan struct{}),
+		keyCache: outbound.NewKeyCache()}
 	s.policies.Store(policies)
 	s.mil = &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return &session{srv: s} },
@@ -84,12 +89,11 @@ func (s *Server) SetPolicies(p *policy.Set) { s.policies.Store(p) }
 // Policies returns the current policy set.
 func (s *Server) Policies() *policy.Set { return s.policies.Load() }
 
-// Serve accepts MTA connections on ln until Shutdown. Each connection gets
-// a read deadline of config milter.timeout, and at most
-// milter.max_connections are served at once.
+// Serve accepts MTA connections on ln until Shutdown, each in one of
+// milter.max_connections slots with the deadlines and the eviction order
+// of slots.go (documented in docs/config.md).
 func (s *Server) Serve(ln net.Listener) error {
-	lim := &limitListener{Listener: ln, srv: s, slots: make(chan struct{}, s.opts.Config.Milter.MaxConnections)}
-	err := s.mil.Serve(lim)
+	err := s.mil.Serve(&slotListener{Listener: ln, srv: s})
 	if errors.Is(err, gomilter.ErrServerClosed) {
 		return nil
 	}
@@ -101,7 +105,10 @@ func (s *Server) Serve(ln net.Listener) error {
 // tempfail to those, so nothing is lost).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closed = true
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+	}
 	s.mu.Unlock()
 	err := s.mil.Close()
 	done := make(chan struct{})
@@ -111,70 +118,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.Close()
+			c.Conn.Close()
 		}
 		s.mu.Unlock()
 		<-done
 	}
-	return err
-}
-
-// limitListener bounds concurrent connections and tracks them for drain.
-type limitListener struct {
-	net.Listener
-	srv   *Server
-	slots chan struct{}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	l.slots <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
-	}
-	s := l.srv
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		c.Close()
-		<-l.slots
-		return nil, gomilter.ErrServerClosed
-	}
-	s.conns[c] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	return &trackedConn{Conn: c, l: l, timeout: s.opts.Config.Milter.Timeout.D}, nil
-}
-
-// trackedConn refreshes the read deadline before every read: an MTA that
-// stays silent longer than the timeout is dropped.
-type trackedConn struct {
-	net.Conn
-	l       *limitListener
-	timeout time.Duration
-	once    sync.Once
-}
-
-func (c *trackedConn) Read(p []byte) (int, error) {
-	if c.timeout > 0 {
-		if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
-			return 0, err
-		}
-	}
-	return c.Conn.Read(p)
-}
-
-func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() {
-		s := c.l.srv
-		s.mu.Lock()
-		delete(s.conns, c.Conn)
-		s.mu.Unlock()
-		<-c.l.slots
-		s.wg.Done()
-	})
 	return err
 }
 

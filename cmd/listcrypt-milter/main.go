@@ -46,6 +46,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if _, err := policy.LoadDir(cfg.PolicyDir); err != nil {
 			return fail(err)
 		}
+		if _, err := milter.SocketGroupID(cfg.Milter.SocketGroup); err != nil {
+			return fail(err)
+		}
 		fmt.Fprintln(stdout, "config and policies OK")
 		return 0
 	}

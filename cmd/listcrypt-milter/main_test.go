@@ -73,3 +73,42 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatalf("ExecStart %q differs from ExecStartPre %q beyond -n", start, pre)
 	}
 }
+
+// -n also checks that milter.socket_group names a group, so the unit's
+// ExecStartPre stops a start that would fail on it.
+func TestCheckFlagSocketGroup(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "lists.d"), 0o755)
+	cfg := filepath.Join(dir, "listcrypt.toml")
+	for _, tc := range []struct {
+		group string
+		ok    bool
+	}{
+		{"", true},
+		{"0", true},
+		{"no-such-group-listcrypt", false},
+	} {
+		os.WriteFile(cfg, []byte("policy_dir = \"lists.d\"\n[milter]\nsocket_group = \""+tc.group+"\"\n"), 0o644)
+		var out, errb bytes.Buffer
+		rc := run([]string{"-c", cfg, "-n"}, &out, &errb)
+		if (rc == 0) != tc.ok || (!tc.ok && !strings.Contains(errb.String(), "no such group")) {
+			t.Errorf("socket_group %q: rc %d err %q", tc.group, rc, errb.String())
+		}
+	}
+}
+
+// The unit gives the daemon the group that the sample config hands the
+// socket to.
+func TestSystemdUnitSocketGroup(t *testing.T) {
+	unit, err := os.ReadFile("../../contrib/systemd/listcrypt-milter.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample, err := os.ReadFile("../../contrib/listcrypt.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(unit), "\nSupplementaryGroups=postfix\n") || !strings.Contains(string(sample), `socket_group = "postfix"`) {
+		t.Fatal("unit and sample config disagree on the socket group")
+	}
+}

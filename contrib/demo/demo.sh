@@ -319,6 +319,8 @@ passphrase_file = "$DIR/passphrase"
 
 [milter]
 listen = "unix:$SOCK"
+# smtpd (user postfix, primary group postfix) connects to the 0660 socket.
+socket_group = "postfix"
 
 [reinject]
 # The demo Postfix's reinjection listener (milters off).

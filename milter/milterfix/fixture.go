@@ -13,6 +13,7 @@ import (
 	"io"
 	"mime"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -73,17 +74,24 @@ func New(t testing.TB, o Options) *Site {
 	if o.Database == "" {
 		o.Database = "sqlite:state/state.db"
 	}
+	// The socket is mode 0660 (the default): give it to smtpd's group,
+	// as contrib/listcrypt.toml does, where there is one.
+	group := ""
+	if _, err := user.LookupGroup("postfix"); err == nil && strings.HasPrefix(o.Listen, "unix:") {
+		group = "postfix"
+	}
 	cfgSrc := fmt.Sprintf(`state_dir = "state"
 database = %q
 policy_dir = "lists.d"
 passphrase_file = "passphrase"
 [milter]
 listen = %q
+socket_group = %q
 [reinject]
 address = %q
 [log]
 level = "debug"
-`, o.Database, o.Listen, o.Reinject)
+`, o.Database, o.Listen, group, o.Reinject)
 	cfgPath := filepath.Join(dir, "listcrypt.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfgSrc), 0o644); err != nil {
 		t.Fatal(err)

@@ -35,18 +35,34 @@ type Config struct {
 	File string `toml:"-"`
 }
 
-// Milter configures listcrypt-milter's socket.
+// Milter configures listcrypt-milter's socket and its connection slots.
 type Milter struct {
-	Listen             string         `toml:"listen" doc:"Milter socket: \"unix:/path\" or \"inet:HOST:PORT\" (also \"inet:PORT@HOST\", as OpenDKIM writes it). The Postfix side is smtpd_milters = unix:/path or inet:HOST:PORT."`
-	SocketMode         string         `toml:"socket_mode" doc:"Permissions of a unix socket (octal). smtpd runs as user postfix and must be able to write it."`
-	SocketGroup        string         `toml:"socket_group" doc:"Group (name or number) that owns a unix socket; with socket_mode 0660 only the MTA's group (postfix, smmsp) can connect. Empty: the daemon's own group."`
+	Listen             string         `toml:"listen" doc:"Milter socket: \"unix:/path\" or \"inet:HOST:PORT\" (also \"inet:PORT@HOST\", as OpenDKIM writes it). The Postfix side is smtpd_milters = unix:/path or inet:HOST:PORT. Every local user can connect to an inet: socket; prefer unix: with socket_mode 0660 and socket_group."`
+	SocketMode         string         `toml:"socket_mode" doc:"Permissions of a unix socket (octal), set after socket_group whatever the umask. With 0660 only the owner and socket_group can connect; smtpd runs as user postfix with only its primary group postfix, so it needs socket_group = \"postfix\" (or a setgid-postfix socket folder)."`
+	SocketGroup        string         `toml:"socket_group" doc:"Group (name or number) that owns a unix socket, set with chown right after listening; a group name that does not exist stops the daemon at start. The daemon must be a member of the group (systemd: SupplementaryGroups=postfix) or run as root. Empty: the group the socket is created with (the daemon's, or the folder's when the folder is setgid)."`
 	RecipientDelimiter string         `toml:"recipient_delimiter" doc:"The MTA's address extension delimiters (Postfix recipient_delimiter, Sendmail's \"+\"): RCPT TO devs+anything@ is recognised as the list devs@. Every character in the string is a delimiter; empty: none."`
-	Timeout            tomlx.Duration `toml:"timeout" doc:"Longest time one MTA connection may stay silent before the milter drops it."`
-	MaxConnections     int            `toml:"max_connections" doc:"Most MTA connections served at once; more wait for a free slot."`
+	Timeout            tomlx.Duration `toml:"timeout" doc:"Longest silence of the MTA within a transaction (from MAIL FROM to the milter's final answer) before the milter drops the connection; also bounds each write to the MTA. Postfix's own limits are milter_command_timeout and milter_content_timeout. 0: no limit."`
+	HandshakeTimeout   tomlx.Duration `toml:"handshake_timeout" doc:"Time a new connection has to complete milter option negotiation, counted from accept and not extended by anything it sends. The MTA negotiates at once. 0: no limit."`
+	IdleTimeout        tomlx.Duration `toml:"idle_timeout" doc:"Longest time a negotiated connection may stay between transactions (before its first MAIL FROM, or after the answer to its last message), counted from the end of the last transaction; macro and abort packets do not extend it. Postfix connects when the SMTP client connects, so this also bounds EHLO, STARTTLS and AUTH; an SMTP client that waits longer before its next MAIL FROM gets 4xx and retries. A connection in a transaction that has been silent this long may be evicted when every slot is taken. 0: no limit."`
+	MaxConnections     int            `toml:"max_connections" doc:"Most MTA connections served at once. When all slots are taken, a new connection evicts one that is not working on a message (see above) rather than waiting; it waits only while every slot is busy in a transaction."`
 }
 
 // TableDoc documents the table in the reference.
-func (Milter) TableDoc() string { return "The milter daemon's socket." }
+func (Milter) TableDoc() string {
+	return "The milter daemon's socket and its connection slots.\n\n" +
+		"Slots: each MTA connection takes one of `max_connections` slots. A connection is in one of three phases, each with its own read deadline: " +
+		"*negotiating* (from accept until milter option negotiation is done: `handshake_timeout`, absolute), " +
+		"*idle* (negotiated, between transactions: `idle_timeout`, absolute from the end of the last transaction), and " +
+		"*in a transaction* (from MAIL FROM, RCPT TO or any message packet to the milter's final answer or an abort: `timeout`, renewed by every packet). " +
+		"Every write to the MTA is bounded by `timeout` too, so a client that stops reading cannot hold a slot. " +
+		"When a connection arrives and every slot is taken, the milter evicts, in this order: the longest-waiting connection that has not negotiated, " +
+		"then the connection idle for the longest time, then the connection in a transaction that has been silent the longest, if that silence exceeds `idle_timeout`. " +
+		"A transaction that is making progress is never evicted; only when every slot is such a transaction does the new connection wait for the first slot that frees up " +
+		"(Postfix gives up after milter_command_timeout and answers 4xx). " +
+		"So clients that connect and stay silent, or negotiate and then do nothing, cannot keep the MTA's connections out: each new MTA connection takes the slot of one of them. " +
+		"A local client that floods the socket with new connections can still evict the MTA's idle connections (their SMTP clients get 4xx and retry), and one that speaks the protocol and keeps transactions moving is indistinguishable from a slow MTA: " +
+		"keep the socket to the MTA only (unix: with `socket_mode = \"0660\"` and `socket_group`)."
+}
 
 // Reinject configures the MTA listener with milters off.
 type Reinject struct {
@@ -91,8 +107,10 @@ func Default() *Config {
 		PassphraseFile: "/etc/listcrypt/passphrase",
 		Milter: Milter{
 			Listen:             "unix:/run/listcrypt/milter.sock",
-			SocketMode:         "0666",
+			SocketMode:         "0660",
 			Timeout:            tomlx.NewDuration("5m"),
+			HandshakeTimeout:   tomlx.NewDuration("10s"),
+			IdleTimeout:        tomlx.NewDuration("1m"),
 			MaxConnections:     64,
 			RecipientDelimiter: "+",
 		},
@@ -159,10 +177,18 @@ func (c *Config) validate(e *tomlx.Errors) {
 	if m, err := strconv.ParseUint(c.Milter.SocketMode, 8, 32); err != nil || m > 0o777 {
 		e.At([]string{"milter", "socket_mode"}, "socket_mode %q is not an octal mode such as \"0660\"", c.Milter.SocketMode)
 	}
-	if c.Milter.Timeout.Err != nil {
-		e.At([]string{"milter", "timeout"}, "timeout: %v", c.Milter.Timeout.Err)
-	} else if c.Milter.Timeout.D < 0 {
-		e.At([]string{"milter", "timeout"}, "timeout must not be negative")
+	if g := c.Milter.SocketGroup; g != "" && (strings.TrimSpace(g) != g || strings.ContainsAny(g, ":/")) {
+		e.At([]string{"milter", "socket_group"}, "socket_group %q is not a group name or number", g)
+	}
+	for _, d := range []struct {
+		name string
+		v    tomlx.Duration
+	}{{"timeout", c.Milter.Timeout}, {"handshake_timeout", c.Milter.HandshakeTimeout}, {"idle_timeout", c.Milter.IdleTimeout}} {
+		if d.v.Err != nil {
+			e.At([]string{"milter", d.name}, "%s: %v", d.name, d.v.Err)
+		} else if d.v.D < 0 {
+			e.At([]string{"milter", d.name}, "%s must not be negative", d.name)
+		}
 	}
 	if c.Milter.MaxConnections < 1 {
 		e.At([]string{"milter", "max_connections"}, "max_connections must be at least 1")
