@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/milter/outbound"
 	"github.com/listcrypt/listcrypt/milter/reinject"
@@ -22,6 +23,9 @@ type delivery struct {
 	inPlace *outbound.Batch // batch 1, to rewrite the transaction with
 	count   int             // recipients served by this attempt
 	skipped []string        // "address: reason" of members left out
+	// refused are the members the MTA refused permanently at
+	// reinjection, in this attempt or an earlier one of the same post.
+	refused []store.RefusedRecipient
 }
 
 // deliver expands the list and distributes the post: one signature and
@@ -29,7 +33,9 @@ type delivery struct {
 // Batches go to the reinjection listener, each recorded in the store
 // right after the MTA took it, so that a retried transaction delivers to
 // nobody twice; when inPlace is set, batch 1 is returned to rewrite the
-// current transaction instead. Any error means: tempfail, retry later.
+// current transaction instead. A member the listener refuses permanently
+// (5xx at RCPT TO) is left out of this post, recorded and named to the
+// owners; the others are served. Any error means: tempfail, retry later.
 func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, res *inbound.Result, postID []byte, inPlace bool) (*delivery, error) {
 	now := srv.opts.Now()
 	dl := &delivery{list: p, postID: postID}
@@ -41,9 +47,17 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 	if err != nil {
 		return nil, err
 	}
-	delivered := make(map[string]bool, len(done))
+	// Members refused permanently by an earlier attempt are not tried
+	// again: they stay out of this post.
+	if dl.refused, err = srv.opts.Store.RefusedRecipients(ctx, p.Address, postID); err != nil {
+		return nil, err
+	}
+	delivered := make(map[string]bool, len(done)+len(dl.refused))
 	for _, a := range done {
 		delivered[a] = true
+	}
+	for _, r := range dl.refused {
+		delivered[r.Address] = true
 	}
 	cfg := keyring.PacketConfig(srv.opts.Config.KeyLimits(), srv.opts.Now)
 	var encrypted []outbound.Recipient
@@ -117,36 +131,55 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 	}
 	for i := start; i < len(batches); i++ {
 		b := &batches[i]
-		if err := srv.submit(ctx, p.Address, postID, b.Number, b.EnvelopeFrom, b.Recipients, b.Message()); err != nil {
+		if err := srv.submit(ctx, dl, b.Number, b.EnvelopeFrom, b.Recipients, b.Message()); err != nil {
 			return nil, err
 		}
-		dl.count += len(b.Recipients)
 	}
 	if len(clear) > 0 {
 		// distribute.encrypt = when-possible / never: the owner chose to
 		// send these members the post in clear.
 		number := lastBatch + len(batches) + 1
-		if err := srv.submit(ctx, p.Address, postID, number, p.BounceAddress(), clear, clearCopy(post, p)); err != nil {
+		if err := srv.submit(ctx, dl, number, p.BounceAddress(), clear, clearCopy(post, p)); err != nil {
 			return nil, err
 		}
-		dl.count += len(clear)
 	}
-	if len(dl.skipped) > 0 {
-		srv.notifyOwners(ctx, p, res, dl.skipped)
+	if len(dl.skipped) > 0 || len(dl.refused) > 0 {
+		srv.notifyOwners(ctx, p, dl.skipped, dl.refused)
 	}
 	return dl, nil
 }
 
-// submit hands one batch to the MTA and records it. The record follows
-// the MTA's acceptance: a crash in between can at worst repeat this one
-// batch on retry, never lose it.
-func (srv *Server) submit(ctx context.Context, list string, postID []byte, number int, from string, to []string, data []byte) error {
-	if err := reinject.Send(ctx, srv.opts.Config.Reinject.Address, from, to, data); err != nil {
+// submit hands one batch to the MTA and records it. The records follow
+// the MTA's answer: a crash in between can at worst repeat this one
+// batch on retry, never lose it. Members refused permanently at RCPT TO
+// are recorded as refused and left out; the batch goes to the others
+// (to nobody when all were refused). A temporary refusal or any other
+// failure is an error, and nothing of the batch is recorded.
+func (srv *Server) submit(ctx context.Context, dl *delivery, number int, from string, to []string, data []byte) error {
+	list := dl.list.Address
+	res, err := reinject.SendEach(ctx, srv.opts.Config.Reinject.Address, from, to, data)
+	if err != nil {
 		return fmt.Errorf("batch %d: %w", number, err)
 	}
-	if _, err := srv.opts.Store.MarkDelivered(ctx, list, postID, number, to, srv.opts.Now()); err != nil {
+	if len(res.Refused) > 0 {
+		refused := make([]store.RefusedRecipient, len(res.Refused))
+		for i, r := range res.Refused {
+			refused[i] = store.RefusedRecipient{Address: r.Address, Reply: r.Reply, RefusedAt: srv.opts.Now()}
+			srv.opts.Log.Warn("recipient refused", "list", list, "batch", number, "rcpt", r.Address, "code", r.Code,
+				"action", "left out of this post")
+		}
+		if err := srv.opts.Store.MarkRefused(ctx, list, dl.postID, refused, srv.opts.Now()); err != nil {
+			return fmt.Errorf("batch %d: %w", number, err)
+		}
+		dl.refused = append(dl.refused, refused...)
+	}
+	if len(res.Accepted) == 0 {
+		return nil
+	}
+	if _, err := srv.opts.Store.MarkDelivered(ctx, list, dl.postID, number, res.Accepted, srv.opts.Now()); err != nil {
 		return fmt.Errorf("batch %d: %w", number, err)
 	}
+	dl.count += len(res.Accepted)
 	return nil
 }
 
@@ -175,23 +208,44 @@ func clearCopy(post outbound.Post, p *policy.Policy) []byte {
 	return b.Bytes()
 }
 
-// notifyOwners tells the list owners which members were skipped and why.
-// The notice carries addresses and reasons only, nothing of the post.
-// A failure is logged: the post itself is delivered.
-func (srv *Server) notifyOwners(ctx context.Context, p *policy.Policy, res *inbound.Result, skipped []string) {
+// notifyOwners tells the list owners, in one notice, which members did
+// not get the post and why: skipped (no usable key) and refused by the
+// MTA (its reply). The notice carries addresses and reasons only,
+// nothing of the post. A failure is logged: the post itself is
+// delivered.
+func (srv *Server) notifyOwners(ctx context.Context, p *policy.Policy, skipped []string, refused []store.RefusedRecipient) {
 	if len(p.Owners) == 0 {
 		return
 	}
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nSubject: [%s] members skipped: no usable key\r\nDate: %s\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
-		p.BounceAddress(), strings.Join(p.Owners, ", "), p.Address, srv.opts.Now().Format(time.RFC1123Z))
-	fmt.Fprintf(&b, "A post to %s was not sent to these members (distribute.encrypt = \"require\"):\r\n\r\n", p.Address)
-	for _, s := range skipped {
-		fmt.Fprintf(&b, "  %s\r\n", s)
+	subject := "members skipped: no usable key"
+	switch {
+	case len(skipped) == 0:
+		subject = "members refused by the mail server"
+	case len(refused) > 0:
+		subject = "members skipped or refused"
 	}
-	b.WriteString("\r\nThey receive posts again once they register a usable key.\r\n")
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nSubject: [%s] %s\r\nDate: %s\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+		p.BounceAddress(), strings.Join(p.Owners, ", "), p.Address, subject, srv.opts.Now().Format(time.RFC1123Z))
+	if len(skipped) > 0 {
+		fmt.Fprintf(&b, "A post to %s was not sent to these members (distribute.encrypt = \"require\"):\r\n\r\n", p.Address)
+		for _, s := range skipped {
+			fmt.Fprintf(&b, "  %s\r\n", s)
+		}
+		b.WriteString("\r\nThey receive posts again once they register a usable key.\r\n")
+	}
+	if len(refused) > 0 {
+		if len(skipped) > 0 {
+			b.WriteString("\r\n")
+		}
+		fmt.Fprintf(&b, "The mail server refused a post to %s for these members; they did not get it, the other members did:\r\n\r\n", p.Address)
+		for _, r := range refused {
+			fmt.Fprintf(&b, "  %s: %s\r\n", r.Address, sanitizeReply(r.Reply))
+		}
+		b.WriteString("\r\nLater posts are tried again. If an address no longer works, remove the member.\r\n")
+	}
 	if err := reinject.Send(ctx, srv.opts.Config.Reinject.Address, p.BounceAddress(), p.Owners, b.Bytes()); err != nil {
-		srv.opts.Log.Error("notify owners of skipped members", "list", p.Address, "err", err)
+		srv.opts.Log.Error("notify owners", "list", p.Address, "skipped", len(skipped), "refused", len(refused), "err", err)
 	}
 }
 
