@@ -24,12 +24,15 @@
 //
 // # Message shape (decisions)
 //
-//   - Inside, signed by the list key: the post's MIME entity with the
-//     protected header fields Date, From, Reply-To, To, Cc, Subject,
-//     Message-ID, In-Reply-To, References at its top and
-//     protected-headers="v1" on its Content-Type. When the sender's own
-//     client already wrote protected headers, its values win (the outer
-//     Subject of an encrypted post is usually a placeholder).
+//   - Inside, signed by the list key (and compressed when that makes it
+//     a tenth smaller): the RFC 9788 cryptographic payload, a
+//     multipart/mixed with hp="cipher" whose header carries Date, From,
+//     Reply-To, To, Cc, Subject, Message-ID, In-Reply-To, References as
+//     the caller decided them (Post.Header) and an HP-Outer field for
+//     each that also appears outside; its parts are an optional notice
+//     and the post's entity (Post.Inner, or Post.SenderSigned), byte for
+//     byte. The entity's own header fields are never read: what members
+//     see of the author is decided by the caller from what was verified.
 //   - Outside: From per FromMode ("Alice via devs" <list> with Reply-To:
 //     the author, the default, so the list's mail passes DMARC; or the
 //     author's From), To: the list, Subject "[NAME] Encrypted message" by
