@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // Hold states.
@@ -26,17 +29,28 @@ type Hold struct {
 	Message    []byte // opaque, already encrypted by the caller
 	State      string // HoldHeld, HoldApproved or HoldRejected
 	CreatedAt  time.Time
+	// ExpiredAt is when the hold expired (post.hold_expiry); an expired
+	// hold is HoldRejected. Zero: it did not expire.
+	ExpiredAt time.Time
+	// NotifiedAt is when the moderators were told about the hold (or
+	// when a notice was claimed and is being sent). Zero: not yet.
+	NotifiedAt time.Time
 }
 
+// Expired reports whether the hold expired rather than being decided.
+func (h Hold) Expired() bool { return !h.ExpiredAt.IsZero() }
+
 type holdRow struct {
-	ID         int64     `db:"id"`
-	List       string    `db:"list"`
-	Sender     string    `db:"sender"`
-	Recipients string    `db:"recipients"`
-	Reason     string    `db:"reason"`
-	Message    []byte    `db:"message"`
-	State      string    `db:"state"`
-	CreatedAt  time.Time `db:"created_at"`
+	ID         int64        `db:"id"`
+	List       string       `db:"list"`
+	Sender     string       `db:"sender"`
+	Recipients string       `db:"recipients"`
+	Reason     string       `db:"reason"`
+	Message    []byte       `db:"message"`
+	State      string       `db:"state"`
+	CreatedAt  time.Time    `db:"created_at"`
+	ExpiredAt  sql.NullTime `db:"expired_at"`
+	NotifiedAt sql.NullTime `db:"notified_at"`
 }
 
 func (r holdRow) hold() (Hold, error) {
@@ -49,13 +63,22 @@ func (r holdRow) hold() (Hold, error) {
 		State:     r.State,
 		CreatedAt: r.CreatedAt.UTC(),
 	}
+	if r.ExpiredAt.Valid {
+		h.ExpiredAt = r.ExpiredAt.Time.UTC()
+	}
+	if r.NotifiedAt.Valid {
+		h.NotifiedAt = r.NotifiedAt.Time.UTC()
+	}
 	if err := json.Unmarshal([]byte(r.Recipients), &h.Recipients); err != nil {
 		return Hold{}, fmt.Errorf("hold %d: recipients: %w", r.ID, err)
 	}
 	return h, nil
 }
 
-const holdColumns = `id, list, sender, recipients, reason, message, state, created_at`
+const holdColumns = `id, list, sender, recipients, reason, message, state, created_at, expired_at, notified_at`
+
+// holdMetaColumns are holdColumns without the (large) message.
+const holdMetaColumns = `id, list, sender, recipients, reason, state, created_at, expired_at, notified_at`
 
 func validHoldState(s string) bool {
 	return s == HoldHeld || s == HoldApproved || s == HoldRejected
@@ -152,4 +175,90 @@ func (s *Store) SetHoldState(ctx context.Context, id int64, from, to string) err
 		return fmt.Errorf("store: set hold %d state: %w", id, err)
 	}
 	return fmt.Errorf("store: hold %d is %s, not %s: %w", id, cur, from, ErrConflict)
+}
+
+// ClaimHoldNotice marks that the moderators are being told about hold id,
+// if nobody has done so: it reports false when the hold was notified (or
+// claimed) already or is no longer waiting. Two processes (a milter and
+// the periodic retry, or two hosts) never both send the notice; a claim
+// whose notice could not be sent is undone with [Store.ReleaseHoldNotice].
+func (s *Store) ClaimHoldNotice(ctx context.Context, id int64, now time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE holds SET notified_at = ?
+		WHERE id = ? AND state = ? AND notified_at IS NULL`), ts(now), id, HoldHeld)
+	if err != nil {
+		return false, fmt.Errorf("store: claim notice of hold %d: %w", id, err)
+	}
+	n, err := affected(res)
+	if err != nil {
+		return false, fmt.Errorf("store: claim notice of hold %d: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// ReleaseHoldNotice undoes a claim: the notice is due again.
+func (s *Store) ReleaseHoldNotice(ctx context.Context, id int64) error {
+	if _, err := s.db.ExecContext(ctx, s.q(`UPDATE holds SET notified_at = NULL WHERE id = ?`), id); err != nil {
+		return fmt.Errorf("store: release notice of hold %d: %w", id, err)
+	}
+	return nil
+}
+
+// UnnotifiedHolds returns the list's waiting holds whose moderators were
+// not told yet (their notice failed), ordered by id, without the message.
+func (s *Store) UnnotifiedHolds(ctx context.Context, list string) ([]Hold, error) {
+	var rows []holdRow
+	if err := s.db.SelectContext(ctx, &rows, s.q(`SELECT `+holdMetaColumns+` FROM holds
+		WHERE list = ? AND state = ? AND notified_at IS NULL ORDER BY id`), list, HoldHeld); err != nil {
+		return nil, fmt.Errorf("store: unnotified holds of %q: %w", list, err)
+	}
+	return holdsOf(rows, list)
+}
+
+// ExpireHolds expires the list's holds that are still waiting and were
+// made before heldBefore: they become HoldRejected with ExpiredAt = now.
+// It returns the holds this call expired (without the message), ordered
+// by id. One UPDATE decides: when several processes expire at once, each
+// hold is returned to exactly one of them, and a moderator's approval
+// racing with it either wins (the hold is not expired) or gets
+// [ErrConflict].
+func (s *Store) ExpireHolds(ctx context.Context, list string, heldBefore, now time.Time) ([]Hold, error) {
+	var rows []holdRow
+	if err := s.db.SelectContext(ctx, &rows, s.q(`UPDATE holds SET state = ?, expired_at = ?
+		WHERE list = ? AND state = ? AND created_at < ?
+		RETURNING `+holdMetaColumns), HoldRejected, ts(now), list, HoldHeld, ts(heldBefore)); err != nil {
+		return nil, fmt.Errorf("store: expire holds of %q: %w", list, err)
+	}
+	hs, err := holdsOf(rows, list)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(hs, func(i, j int) bool { return hs[i].ID < hs[j].ID })
+	return hs, nil
+}
+
+// RestoreExpiredHolds undoes ExpireHolds for the holds ids (for when the
+// owners could not be told: the next run expires them again). Holds that
+// are not expired are left alone.
+func (s *Store) RestoreExpiredHolds(ctx context.Context, ids []int64) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE holds SET state = ?, expired_at = NULL
+				WHERE id = ? AND state = ? AND expired_at IS NOT NULL`), HoldHeld, id, HoldRejected); err != nil {
+				return fmt.Errorf("store: restore expired hold %d: %w", id, err)
+			}
+		}
+		return nil
+	})
+}
+
+func holdsOf(rows []holdRow, list string) ([]Hold, error) {
+	out := make([]Hold, 0, len(rows))
+	for _, r := range rows {
+		h, err := r.hold()
+		if err != nil {
+			return nil, fmt.Errorf("store: holds of %q: %w", list, err)
+		}
+		out = append(out, h)
+	}
+	return out, nil
 }
