@@ -98,7 +98,11 @@ func startRig(t *testing.T) *rigSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(pfile, bytes.Replace(pol, []byte("moderators = []"), []byte(`moderators = ["mod@example.org"]`), 1), 0o644); err != nil {
+	pol = bytes.Replace(pol, []byte("moderators = []"), []byte(`moderators = ["mod@example.org"]`), 1)
+	// The subscribers below send many unsigned (unverified) commands in a
+	// row: more than the default reply limit per address allows.
+	pol = bytes.Replace(pol, []byte("max_replies_per_address = 5"), []byte("max_replies_per_address = 50"), 1)
+	if err := os.WriteFile(pfile, pol, 0o644); err != nil {
 		t.Fatal(err)
 	}
 

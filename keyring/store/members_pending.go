@@ -139,6 +139,11 @@ type KeyStep struct {
 	PrunePendingBefore    time.Time
 	PruneChallengesBefore time.Time
 
+	// LimitReply, if set, takes a reply slot as [Store.SendLimited] does,
+	// in this transaction: when a limit is reached nothing of the step
+	// happens and the error wraps ErrRateLimited.
+	LimitReply *ReplyLimit
+
 	// BeforeCommit, if set, runs inside the transaction after every change
 	// above, just before the commit; an error rolls everything back. The
 	// responder submits its reply here, so a reply goes out only for a
@@ -161,6 +166,11 @@ func (s *Store) ApplyKeyStep(ctx context.Context, st KeyStep) error {
 		// list queue in one order) when the member may change.
 		if st.PutMember != nil || st.RemoveMember {
 			if err := bumpKeysVersion(ctx, tx, st.List); err != nil {
+				return err
+			}
+		}
+		if st.LimitReply != nil {
+			if err := s.takeReplySlot(ctx, tx, *st.LimitReply); err != nil {
 				return err
 			}
 		}

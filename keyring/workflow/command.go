@@ -56,7 +56,10 @@ var ErrNoCommand = errors.New("no command found")
 
 // SyntaxError is a line that names a command but does not fit it.
 type SyntaxError struct {
-	Line   string // the offending line, shortened
+	Verb Verb   // the command the line names
+	Line string // the offending line, shortened: the sender's own bytes
+	// Reason says what is wrong, in fixed text (none of the line's
+	// bytes): it may go to anyone.
 	Reason string
 }
 
@@ -169,13 +172,13 @@ func parseLine(line string) (Command, bool, error) {
 		case len(args) == 0 && optional:
 			return Command{Verb: v}, true, nil
 		case len(args) == 0:
-			return Command{}, false, &SyntaxError{Line: short, Reason: fmt.Sprintf("%q needs the token from the list's mail: %s TOKEN", v, v)}
+			return Command{}, false, &SyntaxError{Verb: v, Line: short, Reason: fmt.Sprintf("The command %q needs the token from the list's mail: %s TOKEN", v, v)}
 		case len(args) > 1:
-			return Command{}, false, &SyntaxError{Line: short, Reason: fmt.Sprintf("%q takes one token: %s TOKEN", v, v)}
+			return Command{}, false, &SyntaxError{Verb: v, Line: short, Reason: fmt.Sprintf("The command %q takes one token: %s TOKEN", v, v)}
 		}
 		tok, err := NormalizeToken(args[0])
 		if err != nil {
-			return Command{}, false, &SyntaxError{Line: short, Reason: err.Error()}
+			return Command{}, false, &SyntaxError{Verb: v, Line: short, Reason: fmt.Sprintf("The token of the command %q %v", v, err)}
 		}
 		return Command{Verb: v, Token: tok}, true, nil
 	}
@@ -298,13 +301,14 @@ func NewToken(r io.Reader) (string, error) {
 }
 
 // NormalizeToken checks the form of a token and returns it upper case.
+// The error is fixed text: it never repeats s.
 func NormalizeToken(s string) (string, error) {
 	t := strings.ToUpper(strings.TrimSpace(s))
 	if len(t) != tokenChars {
-		return "", fmt.Errorf("%q is not a token from this list (a token has %d letters and digits)", shorten(s, 40), tokenChars)
+		return "", fmt.Errorf("is not a token from this list (a token has %d letters and digits)", tokenChars)
 	}
 	if _, err := tokenEncoding.DecodeString(t); err != nil {
-		return "", fmt.Errorf("%q is not a token from this list (letters A-Z and digits 2-7 only)", shorten(s, 40))
+		return "", errors.New("is not a token from this list (letters A-Z and digits 2-7 only)")
 	}
 	return t, nil
 }

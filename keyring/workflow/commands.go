@@ -102,20 +102,19 @@ func (r *Responder) parseKey(rq *request) (mk *keyring.MemberKey, refusal string
 		return nil, "Your message holds several keys. Please send exactly one public key."
 	}
 	mk, err := keyring.ParseMemberKey(blocks[0], r.Config.KeyLimits(), rq.now)
+	if err == nil {
+		err = mk.OnlyAddress(rq.from)
+	}
+	if err == nil {
+		return mk, ""
+	}
+	// The keyring's sentence may quote the key (user IDs, a parser's
+	// error): a verified sender's own key only.
 	var kre *keyring.KeyRefusedError
-	switch {
-	case errors.As(err, &kre):
+	if r.mayQuote(rq) && errors.As(err, &kre) {
 		return nil, kre.Text
-	case err != nil:
-		return nil, "Your key could not be used (" + err.Error() + "). Please export it again, for example with: gpg --armor --export " + rq.from
 	}
-	if err := mk.OnlyAddress(rq.from); err != nil {
-		if errors.As(err, &kre) {
-			return nil, kre.Text
-		}
-		return nil, "Your key could not be used (" + err.Error() + ")."
-	}
-	return mk, ""
+	return nil, keyRefusalText(rq, err, r.Config.KeyLimits())
 }
 
 func (r *Responder) keySet(ctx context.Context, rq *request) error {
@@ -206,7 +205,7 @@ func (r *Responder) keyConfirm(ctx context.Context, rq *request) error {
 	case st.Fingerprint == "":
 		return refuse("statement without fingerprint", textStatementField(rq, "fingerprint", c.Fingerprint))
 	case st.Fingerprint != c.Fingerprint:
-		return refuse("statement names another fingerprint", textOtherFingerprint(rq, st.Fingerprint, c.Fingerprint))
+		return refuse("statement names another fingerprint", textOtherFingerprint(rq, st.Fingerprint, c.Fingerprint, r.mayQuote(rq)))
 	case st.List != rq.p.Address:
 		return refuse("statement for another list", textStatementField(rq, "list", rq.p.Address))
 	case st.Address != rq.from:

@@ -1,11 +1,14 @@
 package workflow
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/policy"
 )
 
@@ -65,17 +68,65 @@ func textNoCommand(rq *request) string {
 	return "No command was found in your message (neither on a line of its own in the\nbody nor in the Subject). Nothing has changed.\n\n" + textHelp(rq.p)
 }
 
-func textSyntax(rq *request, se *SyntaxError) string {
-	return fmt.Sprintf("This line of your message could not be understood:\n\n    %s\n\n%s\nNothing has changed.\n\n", se.Line, se.Reason) + textHelp(rq.p)
+// textSyntax quotes the line only when quote is set (a verified sender,
+// see Responder.mayQuote); otherwise it names the command only.
+func textSyntax(rq *request, se *SyntaxError, quote bool) string {
+	if quote {
+		return fmt.Sprintf("This line of your message could not be understood:\n\n    %s\n\n%s.\nNothing has changed.\n\n", se.Line, se.Reason) + textHelp(rq.p)
+	}
+	return fmt.Sprintf("A line of your message names the command %q but does not fit it\n(the line is not repeated here). %s.\nNothing has changed.\n\n", se.Verb, se.Reason) + textHelp(rq.p)
 }
 
+// textUnreadable says in fixed sentences why the mail could not be read:
+// the details of the examination may quote the mail's bytes.
 func textUnreadable(rq *request) string {
+	var reasons []string
+	for _, err := range rq.unreadable {
+		if r := unreadableReason(err); !slices.Contains(reasons, r) {
+			reasons = append(reasons, r)
+		}
+	}
 	return fmt.Sprintf(`Your message to %s could not be read: %s.
 
 Nothing has changed. Send your command in plain text, or encrypted to the
 list's key (ask for it with the command "key get"), as one OpenPGP/MIME
 message (RFC 3156).
-`, rq.p.RequestAddress(), rq.unreadable) + sig(rq.p)
+`, rq.p.RequestAddress(), strings.Join(reasons, "; ")) + sig(rq.p)
+}
+
+// unreadableReason is the fixed sentence for one reason a mail could not
+// be read: a problem's own text only where it is fixed (a sentinel, a
+// limit of the site), never the detail that may follow it.
+func unreadableReason(err error) string {
+	var le *inbound.LimitError
+	switch {
+	case errors.As(err, &le):
+		return le.Error()
+	}
+	for _, fixed := range []error{inbound.ErrMixed, inbound.ErrNoIntegrity, inbound.ErrNotForList, inbound.ErrTampered,
+		inbound.ErrBadSignature, errTooComplex, errNoContent} {
+		if errors.Is(err, fixed) {
+			return fixed.Error()
+		}
+	}
+	return "it is not a well-formed MIME (RFC 2045) and OpenPGP (RFC 3156) message"
+}
+
+// textEncryptedUnverified is the one reply to an encrypted mail whose
+// signature does not verify (docs/responder.md): the same text whatever
+// the mail holds and whatever happened to it.
+func textEncryptedUnverified(rq *request) string {
+	return fmt.Sprintf(`Your message to %s was encrypted, and the list did not act on it: it
+carries no valid signature by the key registered for %s on %s, or it
+could not be decrypted or read. The list acts on an encrypted command only
+when it is signed by the sender's registered key (or, for "key confirm",
+by the key being confirmed), and it says nothing about what any other
+encrypted message holds or why it could not be read.
+
+Nothing has changed. Send commands such as "subscribe", "key set" or
+"key get" unencrypted, or encrypted to the list's key and signed with your
+registered key.
+`, rq.p.RequestAddress(), rq.from, rq.p.Address) + sig(rq.p)
 }
 
 func textKeyGet(rq *request) string {
@@ -258,7 +309,18 @@ func textStatementField(rq *request, field, want string) string {
 	return fmt.Sprintf("Your statement lacks the line \"%s: %s\", or names something else.\nSend back the statement exactly as the list sent it. Nothing has changed.\n", field, want) + sig(rq.p)
 }
 
-func textOtherFingerprint(rq *request, got, want string) string {
+// textOtherFingerprint names the statement's fingerprint only when quote
+// is set (see Responder.mayQuote).
+func textOtherFingerprint(rq *request, got, want string, quote bool) string {
+	if !quote {
+		return fmt.Sprintf(`Your statement names another key than the key
+
+    %s
+
+the token was issued for. Nothing has changed. Send back the statement
+exactly as the list sent it.
+`, fpr(want)) + sig(rq.p)
+	}
 	return fmt.Sprintf(`Your statement names the key
 
     %s
@@ -408,4 +470,52 @@ func wrap(text string, width int) string {
 
 func textConflict(rq *request) string {
 	return fmt.Sprintf("Your subscription to %s changed while your command was handled (another\ncommand or a moderator). Nothing has changed; send \"key show\" to see where\nyou stand.\n", rq.p.Address) + sig(rq.p)
+}
+
+// keyRefusalText is the fixed sentence for a refused key, by reason: the
+// keyring's own sentence may quote the key (user IDs, armor headers, a
+// parser's error) and goes to verified senders only (see parseKey).
+func keyRefusalText(rq *request, err error, l keyring.Limits) string {
+	if l.MaxKeySize <= 0 {
+		l.MaxKeySize = keyring.DefaultLimits.MaxKeySize
+	}
+	if l.MaxKeySignatures <= 0 {
+		l.MaxKeySignatures = keyring.DefaultLimits.MaxKeySignatures
+	}
+	export := "Please export it again, for example with: gpg --armor --export " + rq.from
+	minimal := "Please send a minimal export of your key: gpg --armor --export-options export-minimal --export " + rq.from
+	newKey := "Please create a new key (Ed25519/Curve25519, or RSA 3072) and send that."
+	switch {
+	case errors.Is(err, keyring.ErrKeyTooLarge):
+		return fmt.Sprintf("Your key is more than the %d KiB this list accepts. %s", l.MaxKeySize/1024, minimal)
+	case errors.Is(err, keyring.ErrTooManySignatures):
+		return fmt.Sprintf("Your key carries more than %d signatures (certifications by other keys, possibly a flooding attack). %s", l.MaxKeySignatures, minimal)
+	case errors.Is(err, keyring.ErrNoKey):
+		return "No OpenPGP public key was found in what you sent. " + export
+	case errors.Is(err, keyring.ErrSeveralKeys):
+		return "You sent several keys; please send exactly one public key."
+	case errors.Is(err, keyring.ErrSecretKey):
+		return "You sent a SECRET key. listcrypt did not keep it, but anyone who saw this mail may have it: consider the key compromised, revoke it, and send only your public key (gpg --armor --export " + rq.from + ")."
+	case errors.Is(err, keyring.ErrMalformedKey):
+		return "Your key could not be read. " + export
+	case errors.Is(err, keyring.ErrUnsupportedKey):
+		return "Your key uses an algorithm, size or format listcrypt does not support. Please send an Ed25519/Curve25519 or RSA (3072 or 4096 bits) key."
+	case errors.Is(err, keyring.ErrWeakRSA):
+		return "RSA keys need at least 2048 bits, and your key (or one of its subkeys) has fewer. " + newKey
+	case errors.Is(err, keyring.ErrObsoleteAlgorithm):
+		return "Your key (or one of its subkeys) uses an obsolete public-key algorithm or curve that is no longer accepted. " + newKey
+	case errors.Is(err, keyring.ErrWeakSelfSignatures):
+		return "Your key is bound to its user IDs or its encryption subkey only by SHA-1 signatures, which can be forged. Renew the self-signatures with SHA-256 or better (for example: gpg --cert-digest-algo SHA256 --quick-set-expire YOUR-FINGERPRINT never) and send the key again."
+	case errors.Is(err, keyring.ErrKeyRevoked):
+		return "Your key has been revoked. Please send a new key."
+	case errors.Is(err, keyring.ErrKeyExpired):
+		return "Your key (or its encryption subkey) has expired. Extend its expiry date (gpg --quick-set-expire YOUR-FINGERPRINT 1y and gpg --quick-set-expire YOUR-FINGERPRINT 1y '*') and send it again."
+	case errors.Is(err, keyring.ErrNoValidUserID):
+		return "Your key has no user ID with a mail address and a valid self-signature at this time. Add one (gpg --quick-add-uid YOUR-FINGERPRINT 'Your Name <" + rq.from + ">'), check your computer's clock, and send the key again."
+	case errors.Is(err, keyring.ErrNoEncryptionKey):
+		return "Your key has no valid encryption subkey, so the list cannot encrypt to you. Add one (gpg --quick-add-key YOUR-FINGERPRINT cv25519 encr) and send the key again."
+	case errors.Is(err, keyring.ErrAddressNotInKey):
+		return "Your key has no user ID for " + rq.from + ". Add one (gpg --quick-add-uid YOUR-FINGERPRINT 'Your Name <" + rq.from + ">') and send the key again."
+	}
+	return "Your key could not be used. " + export
 }

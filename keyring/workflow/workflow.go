@@ -132,8 +132,17 @@ type request struct {
 	// signer is the fingerprint of the key whose valid signature covers
 	// the whole content (no unsigned or mixed parts); "" otherwise.
 	signer string
-	// unreadable says why the content could not be read.
-	unreadable string
+	// encrypted: the mail carries encrypted data (decrypted or not).
+	encrypted bool
+	// verified: signer is the registered key of a member (active or
+	// waiting for a moderator), or the pending key a "key confirm" token
+	// of this address was issued for. Only a verified sender is quoted
+	// and only an unverified one is rate limited (docs/responder.md).
+	verified bool
+	// unreadable says why the content could not be read (non-empty: it
+	// could not). These errors may carry the mail's bytes: never put
+	// them in a reply or a log line (see textUnreadable).
+	unreadable []error
 	out        *Outcome
 }
 
@@ -144,8 +153,12 @@ func (r *Responder) Handle(ctx context.Context, msg []byte, recipient string) (*
 	out := &Outcome{}
 	err := r.handle(ctx, msg, recipient, out)
 	level := slog.LevelInfo
-	if err != nil {
+	switch {
+	case err != nil:
 		level = slog.LevelError
+	case out.Reason == reasonListLimit:
+		// Someone may be using the list to flood addresses.
+		level = slog.LevelWarn
 	}
 	r.Log.Log(ctx, level, "command", "list", out.List, "from", out.From, "command", out.Command,
 		"result", out.Result, "reason", out.Reason, "err", err)
@@ -158,8 +171,9 @@ const maxHeader = 256 << 10
 func (r *Responder) handle(ctx context.Context, msg []byte, recipient string, out *Outcome) error {
 	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(bytes.NewReader(msg), maxHeader)))
 	if err != nil {
-		out.Result, out.Reason = "ignored", "header: "+err.Error()
-		return fmt.Errorf("%w: header: %v", ErrUnparseable, err)
+		// The parser's error quotes the line: not for the log or the bounce.
+		out.Result, out.Reason = "ignored", "unparseable header"
+		return fmt.Errorf("%w: the header cannot be parsed", ErrUnparseable)
 	}
 	p := r.findList(recipient, h)
 	if p == nil {
@@ -173,7 +187,7 @@ func (r *Responder) handle(ctx context.Context, msg []byte, recipient string, ou
 	from := policy.NormalizeAddress(h.Get("From"))
 	if !policy.ValidAddress(from) {
 		out.Result, out.Reason = "ignored", "no usable From address"
-		return fmt.Errorf("%w: From %q is not an address", ErrUnparseable, shorten(h.Get("From"), 80))
+		return fmt.Errorf("%w: the From header holds no usable address", ErrUnparseable)
 	}
 	out.From = from
 	if why := r.mustNotAnswer(p, h, from); why != "" {
@@ -189,20 +203,35 @@ func (r *Responder) handle(ctx context.Context, msg []byte, recipient string, ou
 	if err := r.loadMember(ctx, rq); err != nil {
 		return err
 	}
-	r.open(rq, msg)
-	if rq.unreadable != "" {
-		out.Command = ""
+	if err := r.open(rq, msg); err != nil {
+		return err
+	}
+	cmd, perr := Command{}, error(ErrNoCommand)
+	if len(rq.unreadable) == 0 {
+		cmd, perr = ParseCommand(h.Get("Subject"), rq.content.text)
+	}
+	verified, err := r.verify(ctx, rq, cmd, perr)
+	if err != nil {
+		return err
+	}
+	rq.verified = verified
+	if !rq.verified && rq.encrypted {
+		// No oracle: whatever the encrypted mail holds and whatever
+		// happened to it, an unverified sender gets this one reply, and
+		// the log names no command.
+		return r.refuse(ctx, rq, "encrypted, not verified", "Your encrypted message to "+p.RequestAddress(), textEncryptedUnverified(rq))
+	}
+	if len(rq.unreadable) > 0 {
 		return r.refuse(ctx, rq, "unreadable", "Your message could not be read", textUnreadable(rq))
 	}
-	cmd, err := ParseCommand(h.Get("Subject"), rq.content.text)
 	var se *SyntaxError
 	switch {
-	case errors.As(err, &se):
-		return r.refuse(ctx, rq, "syntax", "Your command could not be understood", textSyntax(rq, se))
-	case errors.Is(err, ErrNoCommand):
+	case errors.As(perr, &se):
+		return r.refuse(ctx, rq, "syntax", "Your command could not be understood", textSyntax(rq, se, r.mayQuote(rq)))
+	case errors.Is(perr, ErrNoCommand):
 		return r.refuse(ctx, rq, "no command", "Commands for "+p.Address, textNoCommand(rq))
-	case err != nil:
-		return err
+	case perr != nil:
+		return perr
 	}
 	rq.cmd = cmd
 	out.Command = string(cmd.Verb)
@@ -256,11 +285,11 @@ func (r *Responder) findList(recipient string, h textproto.Header) *policy.Polic
 // answers to automatic mail, bounces or the list's own mail), or "".
 func (r *Responder) mustNotAnswer(p *policy.Policy, h textproto.Header, from string) string {
 	if v := strings.ToLower(strings.TrimSpace(h.Get("Auto-Submitted"))); v != "" && v != "no" {
-		return "Auto-Submitted: " + shorten(v, 40)
+		return "Auto-Submitted" // the value is the sender's: not logged
 	}
-	switch strings.ToLower(strings.TrimSpace(h.Get("Precedence"))) {
+	switch prec := strings.ToLower(strings.TrimSpace(h.Get("Precedence"))); prec {
 	case "bulk", "junk", "list":
-		return "Precedence: " + h.Get("Precedence")
+		return "Precedence: " + prec
 	}
 	if rp := strings.TrimSpace(h.Get("Return-Path")); rp == "<>" {
 		return "null envelope sender (a bounce)"
@@ -311,8 +340,10 @@ func (r *Responder) loadMember(ctx context.Context, rq *request) error {
 }
 
 // open examines the mail with the list key (decryption) and the sender's
-// registered and pending keys (signature), and reads its content.
-func (r *Responder) open(rq *request, msg []byte) {
+// registered and pending keys (signature), and reads its content. The
+// error is for internal failures only (exit 75); what is wrong with the
+// mail is in rq.unreadable.
+func (r *Responder) open(rq *request, msg []byte) error {
 	var reg []keyring.RegisteredKey
 	if rq.memberE != nil {
 		reg = append(reg, keyring.RegisteredKey{Address: rq.from, Fingerprint: rq.member.Fingerprint, Entity: rq.memberE})
@@ -327,18 +358,18 @@ func (r *Responder) open(rq *request, msg []byte) {
 			MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: r.Config.KeyLimits()},
 	})
 	if err != nil {
-		rq.unreadable = err.Error()
-		return
+		return fmt.Errorf("examine the command mail: %w", err)
 	}
+	rq.encrypted = res.Encrypted || res.CiphertextDigest != nil
 	if res.Kind == inbound.Unknown {
-		rq.unreadable = problemText(res)
-		return
+		rq.unreadable = problems(res)
+		return nil
 	}
 	entity := msg
 	switch {
-	case res.Encrypted && res.Plaintext == nil:
-		rq.unreadable = problemText(res)
-		return
+	case rq.encrypted && res.Plaintext == nil:
+		rq.unreadable = problems(res)
+		return nil
 	case res.Kind == inbound.PGPMIMEEncrypted:
 		entity = res.Plaintext
 	case res.Kind == inbound.InlineEncrypted, res.Kind == inbound.InlineSigned && res.Plaintext != nil:
@@ -348,24 +379,94 @@ func (r *Responder) open(rq *request, msg []byte) {
 	}
 	c, err := readEntity(entity)
 	if err != nil {
-		rq.unreadable = err.Error()
-		return
+		rq.unreadable = []error{err}
+		return nil
 	}
 	rq.content = c
 	if res.Sig == inbound.SigValid && len(res.Problems) == 0 {
 		rq.signer = res.SignerFingerprint
 	}
+	return nil
 }
 
-func problemText(res *inbound.Result) string {
+// errNoContent: the examination found nothing wrong and nothing to read.
+var errNoContent = errors.New("it has no readable content")
+
+func problems(res *inbound.Result) []error {
 	if len(res.Problems) == 0 {
-		return "it has no readable content"
+		return []error{errNoContent}
 	}
-	var parts []string
-	for _, p := range res.Problems {
-		parts = append(parts, p.Error())
+	return res.Problems
+}
+
+// verify says whether the sender is verified (request.verified): a
+// valid signature over the whole content by the registered key of a
+// member who has one (active, or waiting for a moderator), or by an
+// unconfirmed pending key of this address in its own step, the
+// "key confirm" (in the body) whose token was issued for that key. The
+// key of a "key change" is not: the step that confirms it must be signed
+// by the member's current key.
+func (r *Responder) verify(ctx context.Context, rq *request, cmd Command, perr error) (bool, error) {
+	if rq.signer == "" {
+		return false, nil
 	}
-	return strings.Join(parts, "; ")
+	if m := rq.member; m != nil && rq.memberE != nil && rq.signer == m.Fingerprint &&
+		(m.State == store.MemberActive || m.State == store.MemberPending) {
+		return true, nil
+	}
+	if perr != nil || cmd.Verb != VerbKeyConfirm || cmd.InSubject {
+		return false, nil
+	}
+	pending := false
+	for _, pk := range rq.pending {
+		pending = pending || pk.Fingerprint == rq.signer && pk.Purpose == store.PendingSet && pk.State == store.PendingUnconfirmed
+	}
+	if !pending {
+		return false, nil
+	}
+	c, err := r.Store.PeekChallenge(ctx, HashToken(cmd.Token))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return c.List == rq.p.Address && c.Address == rq.from && c.Command == string(VerbKeyConfirm) && c.Fingerprint == rq.signer, nil
+}
+
+// mayQuote says whether a reply may repeat the sender's own words (a
+// command line, a key's user IDs, a statement's fingerprint): only to a
+// verified sender, and only in an encrypted reply when the command mail
+// was encrypted.
+func (r *Responder) mayQuote(rq *request) bool {
+	return rq.verified && (!rq.encrypted || r.usableKey(rq) != nil)
+}
+
+// Outcome reasons of a reply not sent because of a [responder] limit.
+const (
+	reasonAddressLimit = "reply limit per address"
+	reasonListLimit    = "reply limit per list"
+)
+
+// replyLimit is the [responder] limit for a reply to rq's sender.
+func replyLimit(rq *request) store.ReplyLimit {
+	l := rq.p.Responder
+	return store.ReplyLimit{List: rq.p.Address, Address: rq.from, Now: rq.now, Window: l.ReplyWindow.D,
+		PerAddress: l.MaxRepliesPerAddress, PerList: l.MaxRepliesPerList}
+}
+
+// limited turns a reached reply limit into the outcome "ignored" (exit
+// 0: the MTA must not bounce the mail to the address being flooded).
+func limited(rq *request, err error) error {
+	var rl *store.RateLimitError
+	if !errors.As(err, &rl) {
+		return err
+	}
+	rq.out.Result, rq.out.Reason = "ignored", reasonAddressLimit
+	if rl.Scope == store.LimitList {
+		rq.out.Reason = reasonListLimit
+	}
+	return nil
 }
 
 // usableKey returns the sender's registered key if the list can encrypt
@@ -388,7 +489,11 @@ func (r *Responder) reply(ctx context.Context, rq *request, subject, text string
 	if err != nil {
 		return err
 	}
-	return r.submit(ctx, rq.p, rq.from, data)
+	send := func() error { return r.submit(ctx, rq.p, rq.from, data) }
+	if rq.verified {
+		return send()
+	}
+	return limited(rq, r.Store.SendLimited(ctx, replyLimit(rq), send))
 }
 
 func (r *Responder) composeReply(rq *request, subject, text string, encryptTo *openpgp.Entity, key string) ([]byte, error) {
@@ -397,7 +502,11 @@ func (r *Responder) composeReply(rq *request, subject, text string, encryptTo *o
 	}
 	m := mail{
 		From: rq.p.RequestAddress(), FromName: rq.p.Address + " (listcrypt)", To: rq.from,
-		Subject: subject, Text: text, InReplyTo: rq.msgID, EncryptTo: encryptTo,
+		Subject: subject, Text: text, EncryptTo: encryptTo,
+	}
+	if rq.verified {
+		// The Message-ID is the sender's bytes: echoed to verified senders only.
+		m.InReplyTo = rq.msgID
 	}
 	if key != "" {
 		m.Key, m.KeyName = key, rq.p.Address+".asc"
@@ -450,8 +559,15 @@ func (r *Responder) change(ctx context.Context, rq *request, st store.KeyStep, s
 	st.PrunePendingBefore = rq.now.Add(-rq.p.Keys.TokenExpiry.D)
 	st.PruneChallengesBefore = rq.now.Add(-30 * 24 * time.Hour)
 	st.BeforeCommit = func() error { return r.submit(ctx, rq.p, rq.from, data) }
+	if !rq.verified {
+		lim := replyLimit(rq)
+		st.LimitReply = &lim
+	}
 	err = r.Store.ApplyKeyStep(ctx, st)
+	var rl *store.RateLimitError
 	switch {
+	case errors.As(err, &rl):
+		return limited(rq, err)
 	case err == nil:
 		rq.out.Result = "done"
 		return nil
