@@ -1,6 +1,7 @@
 package inbound
 
 import (
+	"bytes"
 	"testing"
 	"time"
 )
@@ -34,5 +35,15 @@ func FuzzExamine(f *testing.F) {
 		if res.Plaintext != nil && res.Encrypted && !res.Integrity {
 			t.Fatal("plaintext without integrity")
 		}
+		if res.Sig == SigValid && (!res.ContentSigned || len(res.Content) == 0) {
+			t.Fatal("valid signature without the signed content")
+		}
+		if res.Content != nil && res.Encrypted && !res.Integrity {
+			t.Fatal("content without integrity")
+		}
+		if res.ContentSigned && res.Signed != nil && len(res.Content) > 0 && !bytes.Contains(res.Content, []byte(":")) {
+			t.Fatal("signed header read from content without header")
+		}
+		_ = res.Binding(fx.list, "list@example.org")
 	})
 }
