@@ -110,7 +110,12 @@ func TestInterop(t *testing.T) {
 	for _, hidden := range []bool{true, false} {
 		p := testParams(t)
 		p.Now, p.Rand, p.BatchSize, p.HideRecipients = time.Now, nil, 3, hidden
-		pr, err := Prepare(testPost(), p)
+		post := testPost()
+		if !hidden {
+			// Large enough to be compressed: every tool reads ZIP.
+			post.Inner = append(post.Inner, bytes.Repeat([]byte("a filler line that makes the post worth compressing\r\n"), 4000)...)
+		}
+		pr, err := Prepare(post, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,6 +133,9 @@ func TestInterop(t *testing.T) {
 			}
 		}
 		b1, b2 := armoredPart(t, bs[0].Message()), armoredPart(t, bs[1].Message())
+		if !hidden && len(b1) > len(post.Inner)/4 {
+			t.Fatalf("a %d byte post of text goes out as %d bytes: not compressed", len(post.Inner), len(b1))
+		}
 
 		// GnuPG.
 		inner, err := gpgDecrypt(b1)

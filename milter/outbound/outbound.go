@@ -67,6 +67,7 @@ package outbound
 
 import (
 	"bytes"
+	"compress/flate"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -357,40 +358,60 @@ func (p *Prepared) EnvelopeFrom() string { return p.p.BounceAddress }
 // original message except trace fields (Received, Return-Path).
 func (p *Prepared) Header() []Field { return append([]Field(nil), p.header...) }
 
-// compressMin is the smallest signed message worth compressing.
-const compressMin = 1024
+// compressMin is the smallest signed message worth compressing: below
+// it a copy is at most the plaintext plus armor anyway, and the deflate
+// pass would be a fixed cost on every ordinary post.
+const compressMin = 64 << 10
+
+// flateWriters keeps deflate writers: making one costs more than
+// compressing a small post.
+var flateWriters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(nil, flate.BestSpeed)
+	return w
+}}
+
+func deflate(dst *bytes.Buffer, src []byte) error {
+	w := flateWriters.Get().(*flate.Writer)
+	defer flateWriters.Put(w)
+	w.Reset(dst)
+	if _, err := w.Write(src); err != nil {
+		return err
+	}
+	return w.Close()
+}
 
 // maybeCompress returns the signed message in a ZIP (raw deflate; RFC
-// 9580 §9.4, which every OpenPGP program reads) Compressed Data packet
+// 9580 §5.6, which every OpenPGP program reads) Compressed Data packet
 // when that makes it at least a tenth smaller, else as it is. Decided
-// per post: text shrinks to a third or less, already compressed
-// attachments do not shrink at all, and an outbound copy is never larger
-// than the signed plaintext plus a few hundred bytes (before armor).
+// per post, on a sample first: text shrinks to a third or less, already
+// compressed attachments do not shrink at all. So a post that inflated
+// a lot on the way in goes out about as small as it came, and no copy is
+// larger than the signed plaintext plus armor.
 func maybeCompress(signed []byte) ([]byte, error) {
 	if len(signed) < compressMin {
 		return signed, nil
 	}
-	var b bytes.Buffer
-	b.Grow(len(signed) / 2)
-	w, err := packet.SerializeCompressed(nopCloser{&b}, packet.CompressionZIP, &packet.CompressionConfig{Level: packet.BestSpeed})
-	if err != nil {
+	var sample bytes.Buffer
+	if err := deflate(&sample, signed[:compressMin]); err != nil {
 		return nil, fmt.Errorf("outbound: compress: %w", err)
 	}
-	if _, err := w.Write(signed); err != nil {
-		return nil, fmt.Errorf("outbound: compress: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("outbound: compress: %w", err)
-	}
-	if b.Len() > len(signed)-len(signed)/10 {
+	if sample.Len() > compressMin-compressMin/10 {
 		return signed, nil
 	}
-	return b.Bytes(), nil
+	var z bytes.Buffer
+	z.Grow(len(signed) / 3)
+	if err := deflate(&z, signed); err != nil {
+		return nil, fmt.Errorf("outbound: compress: %w", err)
+	}
+	if z.Len() > len(signed)-len(signed)/10 {
+		return signed, nil
+	}
+	// New-format packet header, tag 8, five-octet length (RFC 9580 §4.2).
+	n := z.Len() + 1
+	out := make([]byte, 0, n+6)
+	out = append(out, 0xC0|8, 0xFF, byte(n>>24), byte(n>>16), byte(n>>8), byte(n), byte(packet.CompressionZIP))
+	return append(out, z.Bytes()...), nil
 }
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
 
 // sign writes data as a signed OpenPGP message (one-pass signature,
 // literal data, signature; RFC 9580 §10.3) by key to w.
