@@ -299,7 +299,7 @@ func (ex *examiner) openData(bin []byte, sc *scanResult) (io.ReadCloser, error) 
 	if se, ok := dp.(*packet.SymmetricallyEncrypted); ok && !se.IntegrityProtected {
 		return nil, wrap(ErrNoIntegrity, "Symmetrically Encrypted Data packet (tag 9)")
 	}
-	for i, ek := range opened {
+	for _, ek := range opened {
 		if ek == nil {
 			continue
 		}
@@ -319,7 +319,6 @@ func (ex *examiner) openData(bin []byte, sc *scanResult) (io.ReadCloser, error) 
 				ex.res.AlsoFor[j-1] = same
 			}
 		}
-		_ = i
 		return rc, nil
 	}
 	return nil, wrap(ErrNotForList, "none of the %d key packets is for the list key %s", len(sc.pkesks), fingerprint(lk))
