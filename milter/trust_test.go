@@ -593,52 +593,57 @@ func (nopWC) Close() error { return nil }
 // same post: refused as a replay.
 func TestTextModeSignatureReplay(t *testing.T) {
 	pgptest.RequireTool(t, "gpg")
-	alice := newGPGMember(t, "carol@example.org")
-	f := newFixture(t, "")
-	f.site.Register(t, alice.addr, alice.entity(t))
+	carol := newGPGMember(t, "carol@example.org")
+	carolKey := carol.entity(t)
 	text := []byte("Meet at noon.\nBring the keys.")
-	sig, _ := alice.g.Run(text, "--textmode", "--armor", "--detach-sign", "-u", alice.fpr)
-
-	inline := func(bin []byte) []byte {
-		return append([]byte(outerHeader(alice.addr, "...")+"Content-Type: text/plain\r\n\r\n"),
-			armorBlock(t, "PGP MESSAGE", sealPackets(t, bin, f.site.ListKey))...)
-	}
-	mimePost := func(bin []byte) []byte {
-		return pgpMIMEPost(t, outerHeader(alice.addr, "..."), sealPackets(t, bin, f.site.ListKey))
-	}
+	sig, _ := carol.g.Run(text, "--textmode", "--armor", "--detach-sign", "-u", carol.fpr)
 	crlf := bytes.ReplaceAll(text, []byte("\n"), []byte("\r\n"))
-	first := inline(inlineSigned(t, sig, text, 't', "", false))
-	if r := f.mta.send(alice.addr, []string{milterfix.List}, first); r.action.Code != gomilter.ActAccept {
-		t.Fatalf("the post itself: %d %s", r.code(), r.action.SMTPText)
+	cleartext := func(lines string) []byte {
+		return []byte("Content-Type: text/plain\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\n" + lines +
+			strings.ReplaceAll(string(sig), "\n", "\r\n"))
 	}
+	// Each post as the attacker writes it, encrypted to the list key.
+	type build func(t *testing.T, list *openpgp.Entity) []byte
+	inline := func(content []byte, format byte, name string, compress bool) build {
+		return func(t *testing.T, list *openpgp.Entity) []byte {
+			return append([]byte(outerHeader(carol.addr, "...")+"Content-Type: text/plain\r\n\r\n"),
+				armorBlock(t, "PGP MESSAGE", sealPackets(t, inlineSigned(t, sig, content, format, name, compress), list))...)
+		}
+	}
+	entity := func(e []byte) build {
+		return func(t *testing.T, list *openpgp.Entity) []byte {
+			return pgpMIMEPost(t, outerHeader(carol.addr, "..."), encryptEntity(t, e, []*openpgp.Entity{list}, nil, false))
+		}
+	}
+	original := inline(text, 't', "", false)
+	// Every variant is sent after the original alone (a fresh list each
+	// time), so none is refused only because an earlier variant got in.
 	for _, tc := range []struct {
-		name string
-		msg  []byte
+		name    string
+		variant build
+		refusal string
 	}{
-		{"same bytes again", first},
-		{"CRLF line ends", inline(inlineSigned(t, sig, crlf, 't', "", false))},
-		{"CRLF, binary literal", inline(inlineSigned(t, sig, crlf, 'b', "", false))},
-		{"compressed", inline(inlineSigned(t, sig, text, 't', "", true))},
-		{"CRLF, compressed, file name", inline(inlineSigned(t, sig, crlf, 't', "notes.txt", true))},
-		{"as PGP/MIME", mimePost(inlineSigned(t, sig, text, 't', "", false))},
-		{"as cleartext signature, CRLF", pgpMIMEPost(t, outerHeader(alice.addr, "..."), encryptEntity(t,
-			[]byte("Content-Type: text/plain\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nMeet at noon.\r\nBring the keys.\r\n"+
-				strings.ReplaceAll(string(sig), "\n", "\r\n")), []*openpgp.Entity{f.site.ListKey}, nil, false))},
-		{"as cleartext signature, trailing spaces", pgpMIMEPost(t, outerHeader(alice.addr, "..."), encryptEntity(t,
-			[]byte("Content-Type: text/plain\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nMeet at noon.  \r\nBring the keys.\t\r\n"+
-				strings.ReplaceAll(string(sig), "\n", "\r\n")), []*openpgp.Entity{f.site.ListKey}, nil, false))},
+		{"same post again", original, "already sent"},
+		{"CRLF line ends", inline(crlf, 't', "", false), "already sent"},
+		{"CRLF, binary literal", inline(crlf, 'b', "", false), "already sent"},
+		{"compressed", inline(text, 't', "", true), "already sent"},
+		{"CRLF, compressed, file name", inline(crlf, 't', "notes.txt", true), "already sent"},
+		{"as cleartext signature, CRLF", entity(cleartext("Meet at noon.\r\nBring the keys.\r\n")), "already sent"},
+		{"as cleartext signature, trailing spaces", entity(cleartext("Meet at noon.  \r\nBring the keys.\t\r\n")), "already sent"},
+		// Text that is no MIME entity: refused before the replay check.
+		{"as PGP/MIME", func(t *testing.T, list *openpgp.Entity) []byte {
+			return pgpMIMEPost(t, outerHeader(carol.addr, "..."), sealPackets(t, inlineSigned(t, sig, text, 't', "", false), list))
+		}, "cannot be read"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := f.mta.send("mallory@evil.example", []string{milterfix.List}, tc.msg)
-			if tc.name == "as PGP/MIME" {
-				// Text that is no MIME entity: refused before the replay check.
-				if r.code() < 500 {
-					t.Fatalf("got %d %q, want a refusal", r.code(), r.action.SMTPText)
-				}
-				return
+			f := newFixture(t, "")
+			f.site.Register(t, carol.addr, carolKey)
+			if r := f.mta.send(carol.addr, []string{milterfix.List}, original(t, f.site.ListKey)); r.action.Code != gomilter.ActAccept {
+				t.Fatalf("the post itself: %d %s", r.code(), r.action.SMTPText)
 			}
-			if r.code() != 550 || !strings.Contains(r.action.SMTPText, "already sent") {
-				t.Fatalf("got %d %q, want a replay refusal", r.code(), r.action.SMTPText)
+			r := f.mta.send("mallory@evil.example", []string{milterfix.List}, tc.variant(t, f.site.ListKey))
+			if r.code() < 500 || !strings.Contains(r.action.SMTPText, tc.refusal) {
+				t.Fatalf("got %d %q, want a refusal (%s)", r.code(), r.action.SMTPText, tc.refusal)
 			}
 		})
 	}
