@@ -50,10 +50,12 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	return gomilter.RespContinue, nil
 }
 
-// RcptTo marks the transaction when a recipient is a list address.
+// RcptTo marks the transaction when a recipient is a list address under
+// any spelling the MTA delivers to it (policy.Set.Recipient: case,
+// quotes, address extension, source route, % hack...): a post must not
+// reach the list address unencrypted by spelling it differently.
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
-	addr := policy.NormalizeAddress(rcpt)
-	if p := s.policies.Lookup(addr); p != nil {
+	if p := s.policies.Recipient(rcpt, s.srv.opts.Config.Milter.RecipientDelimiter); p != nil {
 		if s.rcptOf == nil {
 			s.rcptOf = map[string][]string{}
 		}
@@ -61,6 +63,9 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 			s.lists = append(s.lists, p)
 		}
 		s.rcptOf[p.Address] = append(s.rcptOf[p.Address], rcpt)
+		if policy.NormalizeAddress(rcpt) != p.Address {
+			s.srv.opts.Log.Debug("list recipient under another spelling", "rcpt", rcpt, "list", p.Address)
+		}
 	} else {
 		s.others = append(s.others, rcpt)
 	}

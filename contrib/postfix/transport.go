@@ -9,13 +9,19 @@ import (
 // (responder.master.cf.snippet).
 const ResponderService = "listcrypt-responder"
 
-// ListRefusal is the transport of a list address itself. listcrypt
-// deletes the list address from every transaction it rewrites, so mail
-// that still carries it at delivery time has not passed the milter (an
-// alias or forward expanded by Postfix after the milter saw the
-// transaction, local submission, the reinjection port): it is bounced
-// with this reply, never delivered in clear.
-const ListRefusal = "error:5.7.1 this list takes mail only at its own address, through listcrypt; aliases and forwards to it are refused"
+// RefuseService is the master.cf service (master.cf.snippet) that
+// bounces mail reaching a list address itself. listcrypt deletes the list
+// address from every transaction it handles, so mail that still carries
+// it at delivery time has not passed the milter (an alias or forward
+// expanded by Postfix after the milter saw the transaction, local
+// submission, the reinjection port): it is bounced, never delivered in
+// clear. It cannot be Postfix's "error:" transport: smtpd refuses an
+// address routed there already at RCPT TO, before the milter sees the
+// post.
+const RefuseService = "listcrypt-refuse"
+
+// ListRefusal is the transport_maps value of a list address.
+const ListRefusal = RefuseService + ":"
 
 // TransportTable returns the transport_maps lines (the format of
 // responder.transport) that route lists: each list address to
