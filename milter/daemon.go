@@ -26,6 +26,9 @@ type Daemon struct {
 	ln     net.Listener
 	log    *slog.Logger
 	closed chan struct{}
+	ctx    context.Context // canceled by Shutdown: stops the periodic work
+	cancel context.CancelFunc
+	loops  sync.WaitGroup
 	once   sync.Once
 	err    error
 }
@@ -60,6 +63,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, st: st, ln: ln, log: log, closed: make(chan struct{})}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.srv = NewServer(Options{Store: st, Keys: keyring.NewCache(st, pass, cfg.KeyLimits()), Config: cfg, Log: log}, set)
 	log.Info("listening", "listen", cfg.Milter.Listen, "lists", len(set.Lists), "database", st.Engine())
 	return d, nil
@@ -68,10 +72,37 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 // Addr is the address the milter listens on.
 func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
 
-// Serve serves until Shutdown; it also prunes the replay table hourly.
+// Serve serves until Shutdown. Hourly, and once at the start, it also
+// prunes the replay table and expires held posts (post.hold_expiry),
+// retrying moderator notices that failed.
 func (d *Daemon) Serve() error {
-	go d.pruneLoop()
+	d.loops.Add(2)
+	go func() { defer d.loops.Done(); d.pruneLoop() }()
+	go func() { defer d.loops.Done(); d.holdLoop() }()
 	return d.srv.Serve(d.ln)
+}
+
+// holdInterval is how often the daemon expires held posts.
+const holdInterval = time.Hour
+
+// holdLoop expires held posts and retries moderator notices, at start
+// and every holdInterval. Several hosts may run it at once: the database
+// gives each expired hold and each notice to one of them.
+func (d *Daemon) holdLoop() {
+	t := time.NewTicker(holdInterval)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Minute)
+		if _, err := d.srv.ExpireHolds(ctx, d.srv.opts.Now()); err != nil && d.ctx.Err() == nil {
+			d.log.Error("expire held posts", "err", err)
+		}
+		cancel()
+		select {
+		case <-d.closed:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Reload re-reads the policy files. On any error the last good policies
@@ -92,8 +123,10 @@ func (d *Daemon) Reload() error {
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.once.Do(func() {
 		close(d.closed)
+		d.cancel()
 		d.err = d.srv.Shutdown(ctx)
 		d.ln.Close() // already closed when Serve ran
+		d.loops.Wait()
 		if network, path, _ := config.ParseListen(d.cfg.Milter.Listen); network == "unix" {
 			os.Remove(path)
 		}
@@ -116,10 +149,10 @@ func (d *Daemon) pruneLoop() {
 				window = w
 			}
 		}
-		n, err := d.st.PruneReplay(context.Background(), time.Now().Add(-window-time.Hour))
-		if err != nil {
+		n, err := d.st.PruneReplay(d.ctx, time.Now().Add(-window-time.Hour))
+		if err != nil && d.ctx.Err() == nil {
 			d.log.Error("prune replay table", "err", err)
-		} else if n > 0 {
+		} else if err == nil && n > 0 {
 			d.log.Info("pruned replay table", "rows", n)
 		}
 		select {

@@ -49,13 +49,14 @@ type Server struct {
 	listLocks sync.Map // list address -> chan struct{} (capacity 1: a lock)
 
 	// Connection slots (slots.go).
-	mu      sync.Mutex
-	conns   map[*trackedConn]struct{} // connections holding a slot
-	changed chan struct{}             // wakes an Accept waiting for a slot
-	done    chan struct{}             // closed by Shutdown
-	connSeq atomic.Uint64
-	wg      sync.WaitGroup // session goroutines
-	closed  bool
+	mu        sync.Mutex
+	conns     map[*trackedConn]struct{} // connections holding a slot
+	changed   chan struct{}             // wakes an Accept waiting for a slot
+	done      chan struct{}             // closed by Shutdown
+	connSeq   atomic.Uint64
+	listeners []net.Listener // being served; Shutdown closes them
+	wg        sync.WaitGroup // session goroutines
+	closed    bool
 }
 
 // Actions the milter may perform; Sendmail drops a milter that asks for
@@ -93,6 +94,15 @@ func (s *Server) Policies() *policy.Set { return s.policies.Load() }
 // milter.max_connections slots with the deadlines and the eviction order
 // of slots.go (documented in docs/config.md).
 func (s *Server) Serve(ln net.Listener) error {
+	// Shutdown closes the listener itself: go-milter's Close races with
+	// its Serve (it appends the listener unguarded).
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
 	err := s.mil.Serve(&slotListener{Listener: ln, srv: s})
 	if errors.Is(err, gomilter.ErrServerClosed) {
 		return nil
@@ -109,8 +119,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.closed = true
 		close(s.done)
 	}
+	var err error
+	for _, ln := range s.listeners {
+		if cerr := ln.Close(); err == nil {
+			err = cerr
+		}
+	}
+	s.listeners = nil
 	s.mu.Unlock()
-	err := s.mil.Close()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

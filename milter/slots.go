@@ -54,11 +54,17 @@ type slotListener struct {
 }
 
 func (l *slotListener) Accept() (net.Conn, error) {
+	s := l.srv
 	raw, err := l.Listener.Accept()
 	if err != nil {
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return nil, gomilter.ErrServerClosed
+		}
 		return nil, err
 	}
-	s := l.srv
 	now := time.Now()
 	c := &trackedConn{Conn: raw, srv: s, id: s.connSeq.Add(1), accepted: now, since: now}
 	max := s.opts.Config.Milter.MaxConnections

@@ -35,6 +35,7 @@ const usage = `usage: listcrypt [-c CONFIG] COMMAND ...
   hold show ID
   hold approve ID
   hold reject ID
+  hold expire                            expire holds older than post.hold_expiry, tell the owners
   policy check                           validate every policy file
 `
 
@@ -203,6 +204,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		for _, h := range hs {
 			fmt.Fprintln(out, admin.Summary(h))
 		}
+	case verb == "hold expire":
+		if len(args) != 2 {
+			return usageErr("hold expire")
+		}
+		n, err := site.ExpireHolds(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%d held posts expired\n", n)
 	case verb == "hold show", verb == "hold approve", verb == "hold reject":
 		if len(args) != 3 {
 			return usageErr("%s ID", verb)
@@ -217,8 +227,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return err
 			}
+			state := hp.State
+			if hp.Expired() {
+				state = "expired " + hp.ExpiredAt.UTC().Format("2006-01-02 15:04:05 MST")
+			}
 			fmt.Fprintf(out, "id: %d\nlist: %s\nsender: %s\nreason: %s\nheld: %s\nstate: %s\n\n",
-				hp.ID, hp.List, hp.Sender, hp.Reason, hp.CreatedAt.UTC().Format("2006-01-02 15:04:05 MST"), hp.State)
+				hp.ID, hp.List, hp.Sender, hp.Reason, hp.CreatedAt.UTC().Format("2006-01-02 15:04:05 MST"), state)
 			if hp.Plaintext != nil {
 				fmt.Fprintln(out, "decrypted content:")
 				out.Write(hp.Plaintext)

@@ -261,6 +261,9 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (recipients int, err e
 	if err != nil {
 		return 0, err
 	}
+	if hp.Expired() {
+		return 0, expiredErr(hp.Hold)
+	}
 	if hp.State != "held" {
 		return 0, fmt.Errorf("held post %d is already %s", id, hp.State)
 	}
@@ -272,11 +275,20 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (recipients int, err e
 	if p == nil {
 		return 0, fmt.Errorf("no policy file for list %s", hp.List)
 	}
+	// Past post.hold_expiry a hold is expired, whether or not the
+	// milter's hourly run has marked it yet.
+	if exp := p.Post.HoldExpiry; s.Now().Sub(hp.CreatedAt) >= exp.D {
+		return 0, fmt.Errorf("held post %d expired: held since %s, longer than post.hold_expiry (%s) allows; it can no longer be approved",
+			id, hp.CreatedAt.UTC().Format(time.RFC3339), exp.Raw)
+	}
 	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
 	if err != nil {
 		return 0, err
 	}
 	if err := s.Store.SetHoldState(ctx, id, "held", "approved"); err != nil {
+		if h, herr := s.Store.HoldMeta(ctx, id); herr == nil && h.Expired() {
+			return 0, expiredErr(h) // expired while we looked
+		}
 		return 0, fmt.Errorf("approve held post %d: %w", id, err)
 	}
 	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, s.Config.KeyLimits()),
@@ -296,9 +308,36 @@ func (s *Site) RejectHold(ctx context.Context, id int64) error {
 	if err := s.Store.SetHoldState(ctx, id, "held", "rejected"); errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("no held post %d", id)
 	} else if err != nil {
+		if h, herr := s.Store.HoldMeta(ctx, id); herr == nil && h.Expired() {
+			return expiredErr(h)
+		}
 		return fmt.Errorf("reject held post %d: %w", id, err)
 	}
 	return nil
+}
+
+// expiredErr says that hold h expired.
+func expiredErr(h store.Hold) error {
+	return fmt.Errorf("held post %d expired on %s (post.hold_expiry) and was dropped; it can no longer be approved or rejected",
+		h.ID, h.ExpiredAt.UTC().Format(time.RFC3339))
+}
+
+// ExpireHolds expires the held posts that waited longer than their
+// list's post.hold_expiry and tells the owners which (what the milter
+// daemon does hourly); it also retries moderator notices that failed.
+// It returns how many holds expired.
+func (s *Site) ExpireHolds(ctx context.Context) (int, error) {
+	set, err := policy.LoadDir(s.Config.PolicyDir)
+	if err != nil {
+		return 0, fmt.Errorf("policy files: %w", err)
+	}
+	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
+	if err != nil {
+		return 0, err
+	}
+	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, s.Config.KeyLimits()),
+		Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}, set)
+	return srv.ExpireHolds(ctx, s.Now())
 }
 
 // CheckPolicies validates every policy file, reporting every problem.

@@ -128,6 +128,19 @@ func (s *Store) GetHold(ctx context.Context, id int64) (Hold, error) {
 	return h, nil
 }
 
+// HoldMeta returns the hold with this id without its message.
+func (s *Store) HoldMeta(ctx context.Context, id int64) (Hold, error) {
+	var r holdRow
+	err := s.db.GetContext(ctx, &r, s.q(`SELECT `+holdMetaColumns+` FROM holds WHERE id = ?`), id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Hold{}, fmt.Errorf("store: hold %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Hold{}, fmt.Errorf("store: get hold %d: %w", id, err)
+	}
+	return r.hold()
+}
+
 // Holds returns the list's holds still waiting for a moderator (state
 // HoldHeld), ordered by id.
 func (s *Store) Holds(ctx context.Context, list string) ([]Hold, error) {

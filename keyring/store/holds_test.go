@@ -112,6 +112,12 @@ func TestHoldNoticeClaims(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if h, err := s.HoldMeta(ctx, id); err != nil || h.ID != id || h.Sender != "x@example.org" || h.Message != nil || !h.NotifiedAt.IsZero() {
+			t.Fatalf("HoldMeta = %+v, %v", h, err)
+		}
+		if _, err := s.HoldMeta(ctx, id2+100); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("HoldMeta(missing) = %v", err)
+		}
 		if hs, err := s.UnnotifiedHolds(ctx, listAddr); err != nil || len(hs) != 2 {
 			t.Fatalf("UnnotifiedHolds = %+v, %v", hs, err)
 		}
