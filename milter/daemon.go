@@ -155,6 +155,13 @@ func (d *Daemon) pruneLoop() {
 		} else if err == nil && n > 0 {
 			d.log.Info("pruned replay table", "rows", n)
 		}
+		// Refused recipients only matter while a retry of their post can
+		// still arrive: the same window.
+		if n, err := d.st.PruneRefused(d.ctx, time.Now().Add(-window-time.Hour)); err != nil && d.ctx.Err() == nil {
+			d.log.Error("prune refused recipients", "err", err)
+		} else if err == nil && n > 0 {
+			d.log.Info("pruned refused recipients", "rows", n)
+		}
 		select {
 		case <-d.closed:
 			return

@@ -156,6 +156,16 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		}
 	}
 	logAll()
+	// Tell the moderators about the posts now held. The answer to the
+	// MTA does not depend on it (holdID is stored): a notice that could
+	// not go out now is sent again by the hourly ExpireHolds run.
+	for i, o := range outs {
+		if o.decision.Action == policy.Hold && infos[i].holdID != 0 {
+			if err := srv.notifyModerators(ctx, o.list, infos[i].holdID, o.decision.Reason); err != nil {
+				srv.opts.Log.Warn("notify moderators", "list", o.list.Address, "queue_id", s.queueID, "hold_id", infos[i].holdID, "err", err)
+			}
+		}
+	}
 	if rewrite == nil && len(s.others) == 0 {
 		return gomilter.RespDiscard
 	}

@@ -1004,3 +1004,43 @@ func TestSeveralListsOneTransaction(t *testing.T) {
 		t.Fatalf("bomb: %d %q", r.code(), r.action.SMTPText)
 	}
 }
+
+// A post the policy holds reaches the moderators as a notice (hold id,
+// commands), never with its content, sent right after the transaction.
+func TestHeldPostNotifiesModerators(t *testing.T) {
+	sink := rig.NewSink(t)
+	site := milterfix.New(t, milterfix.Options{Reinject: sink.Addr(), Policy: `signed = "hold"`})
+	f := &fixture{site: site}
+	f.alice = site.AddMember(t, "alice@example.org")
+	editPolicy(t, site, "moderators = []", `moderators = ["alice@example.org", "mod@example.net"]`)
+	f.d, f.logs = startDaemon(t, site)
+	f.mta = newMTA(t, f.d)
+	const canary = "CANARY-held-8d1e"
+	r := f.post(milterfix.Post{From: "alice@example.org", EncryptTo: []*openpgp.Entity{site.ListKey}, Body: canary})
+	if r.action.Code != gomilter.ActDiscard || !strings.Contains(f.logs.String(), "action=hold") {
+		t.Fatalf("want held: %+v\n%s", r.action, f.logs.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msgs, err := sink.Wait(ctx, 2)
+	if err != nil {
+		t.Fatalf("notices: %v", err)
+	}
+	to := map[string]string{}
+	for _, m := range msgs {
+		if bytes.Contains(m.Data, []byte(canary)) {
+			t.Fatalf("the held post's content is in a notice:\n%s", m.Data)
+		}
+		for _, rc := range m.To {
+			to[rc] = string(m.Data)
+		}
+	}
+	// The member moderator's notice is encrypted; the other is plain and
+	// names the commands.
+	if !strings.Contains(to["alice@example.org"], "-----BEGIN PGP MESSAGE-----") {
+		t.Fatalf("member moderator's notice not encrypted:\n%s", to["alice@example.org"])
+	}
+	if n := to["mod@example.net"]; !strings.Contains(n, "hold approve 1") {
+		t.Fatalf("moderator notice:\n%s", n)
+	}
+}
