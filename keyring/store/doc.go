@@ -51,9 +51,17 @@
 //	replay           (list, digest) PK, post_id, seen_at: signature and ciphertext digests
 //	deliveries       (list, post_id, batch) PK, delivered_at: outbound batches already sent
 //	posts_complete   (list, post_id) PK, completed_at
-//	holds            id PK, list, sender, recipients (JSON array), reason, message, state, created_at
+//	holds            id PK, list, sender, recipients (JSON array), reason, message, state, created_at,
+//	                 expired_at (post.hold_expiry), notified_at (moderators told)
 //	challenges       token_hash PK, list, address, command, fingerprint,
 //	                 created_at, expires_at, used_at (NULL until used)
+//	delivered_recipients (list, post_id, address) PK, batch, delivered_at: who got a post
+//	pending_keys     (list, address, fingerprint) PK, public_key, purpose, state: keys
+//	                 waiting for "key confirm" or a moderator
+//	responder_replies list, address, sent_at: replies to unverified senders, for
+//	                 the [responder] rate limits
+//	refused_recipients (list, post_id, address) PK, reply, refused_at: members the
+//	                 MTA refused permanently for one post (not retried)
 //
 // Members, holds, replay, delivery and challenge rows reference their list
 // and go with it.
