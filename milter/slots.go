@@ -115,6 +115,10 @@ func (l *slotListener) Accept() (net.Conn, error) {
 		}
 		s.mu.Lock()
 	}
+	// The handshake deadline counts from admission, not from a wait for
+	// a slot.
+	c.accepted = time.Now()
+	c.since = c.accepted
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
