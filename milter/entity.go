@@ -38,7 +38,14 @@ func (srv *Server) outboundPost(ctx context.Context, p *policy.Policy, msg []byt
 		return post, fmt.Errorf("the examined post has no content to distribute")
 	}
 	h := hdr.Header
-	outer := outbound.Header{From: h.Get("From"), ReplyTo: h.Get("Reply-To"), To: h.Get("To"), Cc: h.Get("Cc"),
+	// The From decide checked: exactly one address. Only its parsed
+	// address and name go on; the raw field never does (net/mail would
+	// carry unparsed text after the last "@" into the address).
+	from, err := mail.ParseAddressList(h.Get("From"))
+	if err != nil || len(from) != 1 {
+		return post, fmt.Errorf("the post's From is not one address")
+	}
+	outer := outbound.Header{From: from[0].String(), ReplyTo: h.Get("Reply-To"), To: h.Get("To"), Cc: h.Get("Cc"),
 		Date: h.Get("Date"), MessageID: h.Get("Message-Id"), InReplyTo: h.Get("In-Reply-To"),
 		References: h.Get("References"), Subject: h.Get("Subject")}
 	post.Inner = res.Content
@@ -52,44 +59,32 @@ func (srv *Server) outboundPost(ctx context.Context, p *policy.Policy, msg []byt
 		return post, err
 	}
 	var notes []string
-	post.Header, notes = memberHeader(outer, res, listKey, p.Address)
+	post.Header, notes = memberHeader(outer, policy.NormalizeAddress(from[0].Address), res, listKey, p.Address)
 	post.SenderSigned = res.KeptSigned
 	post.Notice = strings.Join(notes, "\n")
 	return post, nil
 }
 
 // memberHeader decides the header fields members see of a post with a
-// valid signature, and the notices that go with them:
+// valid signature by the registered key of from, and the notices that go
+// with them:
 //
-//   - From: the checked sender's address (the outer From, whose registered
-//     key made the signature; decide refuses a signed From that differs),
-//     with the name from the signed From, else from the signer's key's
-//     user ID for that address. The outer display name is not used.
+//   - From: the checked sender's address, with the name of the user ID
+//     for that address in the member's registered key (what the
+//     moderators saw when they approved the key), else no name. Neither
+//     the outer display name nor the signed From's name is used: both are
+//     the sender's choice for this one post ("Bob" <alice@...>). decide
+//     refuses a signed From with another address.
 //   - Reply-To: the signed one (protected headers) or none.
 //   - Subject, To, Cc, Date: the signed ones when the signed entity
 //     carries protected headers (RFC 9788 hp= or protected-headers="v1");
 //     otherwise the outer ones, and for the Subject a notice says so.
 //   - Message-ID, In-Reply-To, References: the outer ones (threading).
-func memberHeader(outer outbound.Header, res *inbound.Result, listKey *openpgp.Entity, listAddr string) (outbound.Header, []string) {
+func memberHeader(outer outbound.Header, from string, res *inbound.Result, listKey *openpgp.Entity, listAddr string) (outbound.Header, []string) {
 	h := outbound.Header{To: outer.To, Cc: outer.Cc, Date: outer.Date, Subject: outer.Subject,
 		MessageID: outer.MessageID, InReplyTo: outer.InReplyTo, References: outer.References}
-	from := policy.NormalizeAddress(outer.From)
-	name := ""
+	h.From = (&mail.Address{Name: keyName(res.Signer, from), Address: from}).String()
 	sh := res.Signed
-	if sh != nil && len(sh.Froms) == 1 {
-		if a, err := mail.ParseAddress(sh.Froms[0]); err == nil {
-			name = a.Name
-		}
-	}
-	if name == "" && res.Signer != nil {
-		for _, id := range res.Signer.Identities {
-			if id.UserId != nil && strings.EqualFold(id.UserId.Email, from) {
-				name = id.UserId.Name
-				break
-			}
-		}
-	}
-	h.From = (&mail.Address{Name: name, Address: from}).String()
 	var notes []string
 	if res.Binding(listKey, listAddr) == inbound.BindingNone {
 		notes = append(notes, noticeUnbound)
@@ -111,4 +106,24 @@ func memberHeader(outer outbound.Header, res *inbound.Result, listKey *openpgp.E
 		notes = append(notes, noticeSubject)
 	}
 	return h, notes
+}
+
+// keyName is the name of the user ID for addr in the member's key, if it
+// is a plain name: one that looks like an address or carries angle
+// brackets or quotes could pass for another member, and is left out.
+func keyName(key *openpgp.Entity, addr string) string {
+	if key == nil {
+		return ""
+	}
+	for _, id := range key.Identities {
+		if id.UserId == nil || !strings.EqualFold(id.UserId.Email, addr) {
+			continue
+		}
+		name := strings.TrimSpace(id.UserId.Name)
+		if strings.ContainsAny(name, "@<>\"\r\n") || len(name) > 64 {
+			return ""
+		}
+		return name
+	}
+	return ""
 }

@@ -309,8 +309,9 @@ func TestAuthorIsTheCheckedSender(t *testing.T) {
 		})
 	}
 
-	// The signed name is used; a signed From in another case is the same
-	// address.
+	// A signed From in another case is the same address; its name is not
+	// used (the sender picks it per post): the name is the one of the
+	// member's registered key.
 	t.Run("signed From with name", func(t *testing.T) {
 		entity := "Content-Type: text/plain; hp=\"cipher\"\r\nFrom: \"Alice A.\" <Alice@Example.org>\r\nTo: devs@lists.example.org\r\nSubject: the real subject\r\nReply-To: alice-replies@example.org\r\n\r\nhello\r\n"
 		msg := pgpMIMEPost(t, outerHeader("\"Bob\" <alice@example.org>", "..."), encryptEntity(t, []byte(entity), list, f.alice, true))
@@ -319,7 +320,7 @@ func TestAuthorIsTheCheckedSender(t *testing.T) {
 			t.Fatalf("%d %s", r.code(), r.action.SMTPText)
 		}
 		v := f.copyFor(t, r, f.bob)
-		if got := v.header.Get("From"); got != `"Alice A." <alice@example.org>` {
+		if got := v.header.Get("From"); got != `"alice" <alice@example.org>` {
 			t.Fatalf("From %q", got)
 		}
 		if v.header.Get("Subject") != "the real subject" || v.header.Get("Reply-To") != "alice-replies@example.org" || v.notice != "" {

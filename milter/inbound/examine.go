@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
@@ -218,6 +219,10 @@ func (ex *examiner) decrypt(bin []byte, sc *scanResult) ([]byte, bool) {
 		ex.readFailed(err, finish)
 		return nil, false
 	}
+	if len(md.SignatureCandidates) > ex.lim.MaxSignatures {
+		res.addProblem(&LimitError{What: LimitSignatures, Limit: int64(ex.lim.MaxSignatures)})
+		return nil, false
+	}
 	pt, over, err := readBounded(md.UnverifiedBody, ex.lim.MaxDecompressed)
 	switch {
 	case over:
@@ -365,6 +370,10 @@ func (ex *examiner) readSignedOnly(bin []byte) {
 		}
 		return
 	}
+	if len(md.SignatureCandidates) > ex.lim.MaxSignatures {
+		res.addProblem(&LimitError{What: LimitSignatures, Limit: int64(ex.lim.MaxSignatures)})
+		return
+	}
 	pt, over, err := readBounded(md.UnverifiedBody, ex.lim.MaxDecompressed)
 	switch {
 	case over || errors.Is(err, pgperrors.ErrMessageTooLarge):
@@ -387,9 +396,18 @@ func (ex *examiner) readSignedOnly(bin []byte) {
 // inline cleartext signature that is its only content.
 func (ex *examiner) examineInner(pt []byte, depth int) {
 	res := ex.res
-	t, _, err := ex.w.walkMessage(pt, depth)
+	t, h, err := ex.w.walkMessage(pt, depth)
 	if err != nil {
 		res.addProblem(err)
+		return
+	}
+	// RFC 3156 §4: what is encrypted is a MIME entity. Without a
+	// Content-Type the bytes could as well be the text of an inline post
+	// re-framed by someone on the way (the same ciphertext and signature
+	// in a multipart/encrypted): its first lines would be taken for
+	// header fields and hidden from the members.
+	if strings.TrimSpace(h.Get("Content-Type")) == "" {
+		res.addProblem(malformed("the decrypted PGP/MIME content is not a MIME entity (no Content-Type; RFC 3156 §4)"))
 		return
 	}
 	embedded := res.Sig != SigNone
@@ -432,6 +450,9 @@ func (ex *examiner) verifyDetachedForm(signed, sigBin []byte, form contentForm) 
 	md, err := openpgp.VerifyDetachedSignatureReader(ex.signers, bytes.NewReader(signed), bytes.NewReader(sigBin), ex.vcfg)
 	if err != nil {
 		return sigOutcome{problem: malformed("signature: %v", err)}
+	}
+	if len(md.SignatureCandidates) > ex.lim.MaxSignatures {
+		return sigOutcome{problem: &LimitError{What: LimitSignatures, Limit: int64(ex.lim.MaxSignatures)}}
 	}
 	if _, err := io.Copy(io.Discard, md.UnverifiedBody); err != nil {
 		return sigOutcome{problem: malformed("signature: %v", err)}

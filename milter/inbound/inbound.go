@@ -32,6 +32,10 @@ type Limits struct {
 	// MaxHeaderBytes is the largest header section, top-level or part,
 	// in bytes as transmitted.
 	MaxHeaderBytes int
+	// MaxSignatures is the most signatures one signed object may carry.
+	// It is checked as soon as they are known and before the signed data
+	// is read: go-crypto hashes the data once per signature.
+	MaxSignatures int
 	// MaxDecompressed bounds the plaintext (after decryption and
 	// decompression); MaxPKESK the key packets one message may carry.
 	keyring.Limits
@@ -42,6 +46,7 @@ var DefaultLimits = Limits{
 	MaxMIMEDepth:   32,
 	MaxMIMEParts:   1000,
 	MaxHeaderBytes: 64 << 10,
+	MaxSignatures:  16,
 	Limits:         keyring.DefaultLimits,
 }
 
@@ -54,6 +59,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxHeaderBytes <= 0 {
 		l.MaxHeaderBytes = DefaultLimits.MaxHeaderBytes
+	}
+	if l.MaxSignatures <= 0 {
+		l.MaxSignatures = DefaultLimits.MaxSignatures
 	}
 	if l.MaxDecompressed <= 0 {
 		l.MaxDecompressed = DefaultLimits.MaxDecompressed

@@ -249,9 +249,19 @@ func (ex *examiner) evalSignatures(md *openpgp.MessageDetails, data []byte, form
 	if !md.IsSigned {
 		return out
 	}
+	// The data's digest depends only on text or binary mode: compute
+	// each once, not once per signature.
+	var sums [2][]byte
 	for _, c := range md.SignatureCandidates {
-		if c.CorrespondingSig != nil {
-			out.digests = append(out.digests, sigDigest(c.CorrespondingSig, contentDigest(c.CorrespondingSig, data)))
+		if sig := c.CorrespondingSig; sig != nil {
+			mode := 0
+			if sig.SigType == packet.SigTypeText {
+				mode = 1
+			}
+			if sums[mode] == nil {
+				sums[mode] = contentDigest(sig, data)
+			}
+			out.digests = append(out.digests, sigDigest(sig, sums[mode]))
 		}
 	}
 	if md.SignatureError == nil && md.Signature != nil && md.SignedBy != nil {

@@ -74,6 +74,7 @@ const (
 	LimitHeaderSize       = "header-size"
 	LimitDecompressedSize = "decompressed-size"
 	LimitPKESKCount       = "pkesk-count"
+	LimitSignatures       = "signatures"
 )
 
 // LimitError: the message exceeds one of Limits; the examination stopped
@@ -96,6 +97,8 @@ func (e *LimitError) Error() string {
 		what = "the content expands to more than %d bytes"
 	case LimitPKESKCount:
 		what = "the message is encrypted to more than %d keys"
+	case LimitSignatures:
+		what = "the message carries more than %d signatures"
 	default:
 		what = e.What + " over %d"
 	}
