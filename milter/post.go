@@ -95,6 +95,16 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		}
 	}
 	if resp != nil {
+		// Lists that took the post recorded its digests; the transaction
+		// is refused after all, so nobody got it: forget them, or the
+		// author's corrected re-send would be a replay on those lists.
+		for _, o := range outs {
+			if o.postID != nil {
+				if _, err := srv.opts.Store.ReleasePost(ctx, o.list.Address, o.postID); err != nil {
+					srv.opts.Log.Warn("release refused post", "list", o.list.Address, "queue_id", s.queueID, "err", err)
+				}
+			}
+		}
 		logAll()
 		return resp
 	}

@@ -991,6 +991,14 @@ func TestSeveralListsOneTransaction(t *testing.T) {
 	if r := f.mta.send("alice@example.org", rcpts, msg); r.code() != 550 || !strings.Contains(r.action.SMTPText, "list key of "+ops) {
 		t.Fatalf("got %d %q", r.code(), r.action.SMTPText)
 	}
+	// The author fixes the mistake and sends the same signed content to
+	// devs alone, under a new Message-ID: devs never distributed the
+	// refused transaction, so it is not a replay there.
+	first := msg
+	corrected := bytes.Replace(first, []byte("@attack.example>"), []byte(".corrected@attack.example>"), 1)
+	if r := f.mta.send("alice@example.org", []string{milterfix.List}, corrected); r.action.Code != gomilter.ActAccept {
+		t.Fatalf("corrected re-send to devs: %d %q", r.code(), r.action.SMTPText)
+	}
 	// Signed for devs only (its intended recipients name devs' key) but
 	// encrypted to both: ops refuses it.
 	eve := milterfix.NewKey(t, "eve@example.net")

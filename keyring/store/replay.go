@@ -192,3 +192,26 @@ func (s *Store) PostComplete(ctx context.Context, list string, postID []byte) (b
 	}
 	return n > 0, nil
 }
+
+// ReleasePost forgets the digests recorded for postID on list when the
+// post went nowhere: not complete, no batch delivered, no recipient
+// refused. The milter calls it when the transaction that recorded them
+// is refused after all (another list of the same transaction rejected
+// it), so that the author's corrected re-send is not taken for a replay.
+// A post that reached anyone keeps its digests. It reports whether
+// anything was forgotten.
+func (s *Store) ReleasePost(ctx context.Context, list string, postID []byte) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM replay WHERE list = ? AND post_id = ?
+		AND NOT EXISTS (SELECT 1 FROM posts_complete WHERE list = ? AND post_id = ?)
+		AND NOT EXISTS (SELECT 1 FROM deliveries WHERE list = ? AND post_id = ?)
+		AND NOT EXISTS (SELECT 1 FROM refused_recipients WHERE list = ? AND post_id = ?)`),
+		list, postID, list, postID, list, postID, list, postID)
+	if err != nil {
+		return false, fmt.Errorf("store: release post on %q: %w", list, err)
+	}
+	n, err := affected(res)
+	if err != nil {
+		return false, fmt.Errorf("store: release post on %q: %w", list, err)
+	}
+	return n > 0, nil
+}

@@ -719,3 +719,46 @@ func TestDeliveredRecipients(t *testing.T) {
 		}
 	})
 }
+
+// ReleasePost forgets the digests of a post that went nowhere, and keeps
+// those of a post that reached anyone.
+func TestReleasePost(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		mkList(t, s, listAddr)
+		record := func(post, digest string) {
+			t.Helper()
+			if prior, err := s.RecordPost(ctx, listAddr, []byte(post), [][]byte{[]byte(digest)}, t0); err != nil || prior != nil {
+				t.Fatalf("record %s: %q %v", post, prior, err)
+			}
+		}
+		record("refused", "d-refused")
+		record("delivered", "d-delivered")
+		record("complete", "d-complete")
+		record("bounced", "d-bounced")
+		if _, err := s.MarkDelivered(ctx, listAddr, []byte("delivered"), 2, []string{"a@example.org"}, t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkPostComplete(ctx, listAddr, []byte("complete"), t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkRefused(ctx, listAddr, []byte("bounced"), []store.RefusedRecipient{{Address: "b@example.org", Reply: "550 5.1.1 no such user"}}, t0); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			post, digest string
+			released     bool
+		}{{"refused", "d-refused", true}, {"delivered", "d-delivered", false}, {"complete", "d-complete", false}, {"bounced", "d-bounced", false}, {"never", "d-never", false}} {
+			got, err := s.ReleasePost(ctx, listAddr, []byte(tc.post))
+			if err != nil || got != tc.released {
+				t.Errorf("ReleasePost(%s) = %v, %v; want %v", tc.post, got, err, tc.released)
+			}
+			if _, found, _ := s.SeenDigest(ctx, listAddr, []byte(tc.digest)); found == tc.released && tc.post != "never" {
+				t.Errorf("%s: digest seen = %v after release = %v", tc.post, found, tc.released)
+			}
+		}
+		// A re-send under another post id is then a new post.
+		record("corrected", "d-refused")
+	})
+}
