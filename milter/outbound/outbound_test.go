@@ -437,22 +437,7 @@ func TestEntityHeadersNotRead(t *testing.T) {
 	post := testPost()
 	post.Header.Subject = "Decided by the caller"
 	post.Inner = []byte("Content-Type: text/plain; protected-headers=\"v1\"\r\nFrom: Bob <bob@example.com>\r\nSubject: The attacker's\r\n\r\nbody\r\n")
-	pr, err := Prepare(post, testParams(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := pr.Batches(recipients(t, 1, legacyX25519))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inner, err := decrypt(t, parseMessage(t, bs[0].Message()).pgp, memberKey(t, "m000", legacyX25519))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, _, entity, err := PayloadParts(inner)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, _, entity := payloadFor(t, post, testParams(t))
 	if h.Get("Subject") != "Decided by the caller" || h.Get("From") != post.Header.From || !bytes.Equal(entity, post.Inner) {
 		t.Fatalf("payload header %v, entity %q", h, entity)
 	}
@@ -461,22 +446,7 @@ func TestEntityHeadersNotRead(t *testing.T) {
 func TestNotice(t *testing.T) {
 	post := testPost()
 	post.Notice = "The author's signature does not name this list."
-	pr, err := Prepare(post, testParams(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := pr.Batches(recipients(t, 1, legacyX25519))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inner, err := decrypt(t, parseMessage(t, bs[0].Message()).pgp, memberKey(t, "m000", legacyX25519))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, notice, entity, err := PayloadParts(inner)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, notice, entity := payloadFor(t, post, testParams(t))
 	if string(notice) != post.Notice || !bytes.Equal(entity, post.Inner) {
 		t.Fatalf("notice %q entity %q", notice, entity)
 	}
@@ -632,22 +602,7 @@ func TestKeepSenderSignature(t *testing.T) {
 	for _, keep := range []bool{false, true} {
 		p := testParams(t)
 		p.KeepSenderSignature = keep
-		pr, err := Prepare(post, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs, err := pr.Batches(recipients(t, 1, legacyX25519))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := decrypt(t, parseMessage(t, bs[0].Message()).pgp, memberKey(t, "m000", legacyX25519))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _, entity, err := PayloadParts(got)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, _, entity := payloadFor(t, post, p)
 		want := post.Inner
 		if keep {
 			want = post.SenderSigned
@@ -811,4 +766,27 @@ func TestConcurrentPosts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// payloadFor prepares post with params, encrypts it to one member and
+// returns what that member decrypts, split by PayloadParts.
+func payloadFor(t *testing.T, post Post, params Params) (textproto.Header, []byte, []byte) {
+	t.Helper()
+	pr, err := Prepare(post, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := pr.Batches(recipients(t, 1, legacyX25519))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := decrypt(t, parseMessage(t, bs[0].Message()).pgp, memberKey(t, "m000", legacyX25519))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, notice, entity, err := PayloadParts(pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, notice, entity
 }
