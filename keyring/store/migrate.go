@@ -136,6 +136,31 @@ CREATE INDEX refused_recipients_refused_at ON refused_recipients(refused_at)`,
 	// moderators were told about the hold.
 	`ALTER TABLE holds ADD COLUMN expired_at TIMESTAMP;
 ALTER TABLE holds ADD COLUMN notified_at TIMESTAMP`,
+	// 7: claims on posts being delivered, so that the database (not a
+	// process) settles which host delivers a post: owner and lease.
+	`CREATE TABLE post_claims (
+	list        TEXT NOT NULL REFERENCES lists(address) ON DELETE CASCADE,
+	post_id     {{BLOB}} NOT NULL,
+	owner       TEXT NOT NULL,
+	lease_until TIMESTAMP NOT NULL,
+	claimed_at  TIMESTAMP NOT NULL,
+	PRIMARY KEY (list, post_id)
+);
+CREATE INDEX post_claims_lease_until ON post_claims(lease_until)`,
+	// 8: an approved hold is being delivered until delivered_at is set
+	// (hold approve resumes it); mail the responder writes inside a
+	// transaction waits in the outbox and is sent after the commit.
+	`ALTER TABLE holds ADD COLUMN delivered_at TIMESTAMP;
+CREATE TABLE outbox (
+	id         {{ID}},
+	list       TEXT NOT NULL,
+	sender     TEXT NOT NULL,
+	recipients TEXT NOT NULL,
+	message    {{BLOB}} NOT NULL,
+	created_at TIMESTAMP NOT NULL,
+	sent_at    TIMESTAMP
+);
+CREATE INDEX outbox_unsent ON outbox(sent_at, id)`,
 }
 
 // typeMap holds the per-engine spelling of the types that differ.
