@@ -118,7 +118,8 @@ func (s *Store) SeenDigest(ctx context.Context, list string, digest []byte) (pos
 // PruneReplay deletes replay digests recorded before the cutoff and
 // returns how many. Delivery records and completion marks older than the
 // cutoff go in the same transaction: they only matter while a retry of
-// the post can still arrive, which is what the replay window bounds.
+// the post can still arrive, which is what the replay window bounds; so do
+// claims whose lease ended before the cutoff (their holder died).
 func (s *Store) PruneReplay(ctx context.Context, before time.Time) (int64, error) {
 	before = ts(before)
 	var n int64
@@ -138,6 +139,9 @@ func (s *Store) PruneReplay(ctx context.Context, before time.Time) (int64, error
 		}
 		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM posts_complete WHERE completed_at < ?`), before); err != nil {
 			return fmt.Errorf("completed posts: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM post_claims WHERE lease_until < ?`), before); err != nil {
+			return fmt.Errorf("post claims: %w", err)
 		}
 		return nil
 	})
