@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/reinject"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
@@ -121,7 +122,8 @@ func (srv *Server) releaseNotice(ctx context.Context, holdID int64) {
 // owners) are told which, with each hold's id, sender, reason and age.
 // When nobody could be told for a temporary reason, the list's holds are
 // put back and the next run tries again. It also sends the moderator
-// notices that failed before. It returns how many holds expired.
+// notices that failed before, and the responder's replies waiting in the
+// outbox. It returns how many holds expired.
 func (srv *Server) ExpireHolds(ctx context.Context, now time.Time) (int, error) {
 	var errs []error
 	total := 0
@@ -135,7 +137,26 @@ func (srv *Server) ExpireHolds(ctx context.Context, now time.Time) (int, error) 
 			errs = append(errs, fmt.Errorf("list %s: %w", p.Address, err))
 		}
 	}
+	if err := srv.resumeOutbox(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	return total, errors.Join(errs...)
+}
+
+// resumeOutbox sends the responder's replies still waiting in the outbox
+// (a responder died between its commit and its send, or the MTA was
+// unreachable), each exactly once; see docs/responder.md.
+func (srv *Server) resumeOutbox(ctx context.Context) error {
+	res, err := srv.opts.Store.SendOutbox(ctx, "", 0, srv.opts.Now, func(ctx context.Context, m store.OutboxMail) error {
+		return reinject.Send(ctx, srv.opts.Config.Reinject.Address, m.Sender, m.Recipients, m.Message)
+	}, func(err error) bool { return !temporary(err) })
+	if len(res.Sent)+len(res.Dropped) > 0 || err != nil {
+		srv.opts.Log.Info("responder outbox resumed", "sent", len(res.Sent), "dropped", len(res.Dropped), "waiting", len(res.Waiting), "err", err)
+	}
+	if err != nil {
+		return fmt.Errorf("responder outbox: %w", err)
+	}
+	return nil
 }
 
 func (srv *Server) expireList(ctx context.Context, p *policy.Policy, now time.Time) (int, error) {

@@ -308,3 +308,33 @@ func TestDaemonExpiresHoldsAtStart(t *testing.T) {
 		t.Fatalf("hold %+v %v", h, err)
 	}
 }
+
+// The hourly run sends the responder's replies left in the outbox (a
+// responder died after its commit, or the MTA was down), each once.
+func TestHourlyRunResumesOutbox(t *testing.T) {
+	e := newHoldEnv(t, "", "")
+	ctx := context.Background()
+	for _, to := range []string{"r1@example.org", "r2@example.org"} {
+		if _, err := e.site.Admin.Store.Queue(ctx, store.OutboxMail{List: milterfix.List, Sender: "devs-bounces@lists.example.org",
+			Recipients: []string{to}, Message: []byte("Subject: reply\r\n\r\nqueued\r\n")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	down, _ := e.server(t, "127.0.0.1:1")
+	if _, err := down.ExpireHolds(ctx, e.now); err == nil {
+		t.Fatal("no error with the reinjection listener down")
+	}
+	srv, _ := e.server(t, "")
+	for range 2 {
+		if _, err := srv.ExpireHolds(ctx, e.now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := e.sink.Messages()
+	if len(got) != 2 || got[0].To[0] != "r1@example.org" || got[1].To[0] != "r2@example.org" {
+		t.Fatalf("outbox rows sent: %+v", got)
+	}
+	if n, _ := e.site.Admin.Store.CountOutbox(ctx, ""); n != 0 {
+		t.Fatalf("%d outbox rows left", n)
+	}
+}

@@ -139,18 +139,17 @@ type KeyStep struct {
 	PrunePendingBefore    time.Time
 	PruneChallengesBefore time.Time
 
-	// LimitReply, if set, takes a reply slot as [Store.SendLimited] does,
+	// LimitReply, if set, takes a reply slot as [Store.QueueLimited] does,
 	// in this transaction: when a limit is reached nothing of the step
 	// happens and the error wraps ErrRateLimited.
 	LimitReply *ReplyLimit
 
-	// BeforeCommit, if set, runs inside the transaction after every change
-	// above, just before the commit; an error rolls everything back. The
-	// responder submits its reply here, so a reply goes out only for a
-	// change that is about to be committed, and a change is kept only if
-	// its reply went out. It holds the transaction open meanwhile: keep it
-	// short.
-	BeforeCommit func() error
+	// Outbox, if set, is a mail (the responder's reply) written into the
+	// outbox in this transaction, after every change above: the reply
+	// exists exactly when the change is committed. It is sent after the
+	// commit ([Store.SendOutbox]), never inside the transaction.
+	// ApplyKeyStep sets Outbox.ID.
+	Outbox *OutboxMail
 }
 
 // ApplyKeyStep applies st in one transaction. Member changes bump the
@@ -260,8 +259,8 @@ func (s *Store) ApplyKeyStep(ctx context.Context, st KeyStep) error {
 				return fmt.Errorf("prune challenges: %w", err)
 			}
 		}
-		if st.BeforeCommit != nil {
-			return st.BeforeCommit()
+		if st.Outbox != nil {
+			return s.queueTx(ctx, tx, st.Outbox)
 		}
 		return nil
 	})

@@ -51,30 +51,6 @@ type ReplyLimit struct {
 // the second is a hash of the list address.
 const replyLockClass = 0x6c637270
 
-// SendLimited takes a reply slot under lim and runs send, in one
-// transaction: the slot is recorded only if send succeeds, and when a
-// limit is reached send is not called and the error wraps
-// [ErrRateLimited]. Rows of the list older than the window are deleted on
-// the way. Concurrent calls, from any process or host, never exceed a
-// limit: the transaction holds the list's reply lock (SQLite: the write
-// lock taken at BEGIN IMMEDIATE; PostgreSQL: an advisory lock per list)
-// while it counts and inserts, and while send runs: keep send short.
-func (s *Store) SendLimited(ctx context.Context, lim ReplyLimit, send func() error) error {
-	err := s.tx(ctx, func(tx *sqlx.Tx) error {
-		if err := s.takeReplySlot(ctx, tx, lim); err != nil {
-			return err
-		}
-		if send != nil {
-			return send()
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store: reply to %q on %q: %w", lim.Address, lim.List, err)
-	}
-	return nil
-}
-
 // takeReplySlot locks the list's reply counters, prunes the rows that
 // left the window, counts, and records one reply if both limits allow it.
 // ApplyKeyStep calls it after the keys version bump, which keeps the lock

@@ -13,6 +13,11 @@ import (
 	"github.com/listcrypt/listcrypt/keyring/store/storetest"
 )
 
+// reply is a reply to addr as the responder queues it.
+func reply(addr string) store.OutboxMail {
+	return store.OutboxMail{List: listAddr, Sender: "devs-bounces@lists.example.org", Recipients: []string{addr}, Message: []byte("reply\r\n")}
+}
+
 // The responder's reply limits for unverified senders: per address, per
 // list, a zero limit, the window sliding with the (injected) clock,
 // pruning, a failed send that takes no slot, and the same limit inside a
@@ -26,11 +31,13 @@ func TestReplyLimits(t *testing.T) {
 			return store.ReplyLimit{List: listAddr, Address: addr, Now: t0.Add(at), Window: time.Hour, PerAddress: 2, PerList: 3}
 		}
 		sent := 0
-		send := func() error { sent++; return nil }
 		try := func(l store.ReplyLimit, want string) {
 			t.Helper()
 			before := sent
-			err := s.SendLimited(ctx, l, send)
+			_, err := s.QueueLimited(ctx, l, reply(l.Address))
+			if err == nil {
+				sent++
+			}
 			var rl *store.RateLimitError
 			switch {
 			case want == "" && err != nil:
@@ -73,13 +80,16 @@ func TestReplyLimits(t *testing.T) {
 		if n, _ := s.CountReplies(ctx, listAddr, "c@example.org", t0); n != 2 {
 			t.Fatalf("rows of c: %d, want 2", n)
 		}
-		// A failed send takes no slot.
-		boom := errors.New("mta down")
-		if err := s.SendLimited(ctx, lim("d@example.org", 2*time.Hour+10*time.Minute), func() error { return boom }); !errors.Is(err, boom) {
-			t.Fatalf("failed send: %v", err)
+		// A reply that cannot be queued takes no slot.
+		if _, err := s.QueueLimited(ctx, lim("d@example.org", 2*time.Hour+10*time.Minute), store.OutboxMail{List: listAddr}); err == nil {
+			t.Fatal("queued an empty mail")
 		}
 		if n, _ := s.CountReplies(ctx, listAddr, "d@example.org", time.Time{}); n != 0 {
-			t.Fatalf("failed send recorded: %d", n)
+			t.Fatalf("failed queue recorded: %d", n)
+		}
+		// Every reply that took a slot waits in the outbox.
+		if n, err := s.CountOutbox(ctx, listAddr); err != nil || n != sent {
+			t.Fatalf("outbox rows: %d %v, want %d", n, err, sent)
 		}
 		// A zero limit allows nothing.
 		z := lim("e@example.org", 3*time.Hour)
@@ -127,10 +137,13 @@ func TestReplyLimitsConcurrent(t *testing.T) {
 					l := lim(i)
 					var err error
 					if step && i%2 == 1 {
-						err = s.ApplyKeyStep(ctx, store.KeyStep{List: l.List, Address: l.Address, Now: l.Now, LimitReply: &l,
-							BeforeCommit: func() error { sent.Add(1); return nil }})
+						m := reply(l.Address)
+						err = s.ApplyKeyStep(ctx, store.KeyStep{List: l.List, Address: l.Address, Now: l.Now, LimitReply: &l, Outbox: &m})
 					} else {
-						err = s.SendLimited(ctx, l, func() error { sent.Add(1); return nil })
+						_, err = s.QueueLimited(ctx, l, reply(l.Address))
+					}
+					if err == nil {
+						sent.Add(1)
 					}
 					if err != nil && !errors.Is(err, store.ErrRateLimited) {
 						errs <- err

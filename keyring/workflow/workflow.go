@@ -7,9 +7,11 @@
 //
 // Every state change is one store transaction (store.ApplyKeyStep) that
 // also uses up the command's token, so a token counts at most once even
-// when two copies of a command race. The reply is submitted inside that
-// transaction, just before the commit: if it cannot be submitted nothing
-// changes and the MTA retries the command (exit 75).
+// when two copies of a command race. The reply is written into the outbox
+// inside that transaction and submitted after the commit, with no
+// transaction open (store.SendOutbox): a reply exists exactly when its
+// change was committed, and goes out exactly once, resumed by the next
+// run when a responder dies between the commit and the send.
 package workflow
 
 import (
@@ -25,6 +27,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
@@ -483,17 +486,62 @@ func (r *Responder) usableKey(rq *request) *openpgp.Entity {
 }
 
 // reply sends text to the sender, signed by the list key and encrypted to
-// encryptTo (nil: the sender's registered key when usable).
+// encryptTo (nil: the sender's registered key when usable). The reply is
+// written into the outbox (for an unverified sender in the transaction
+// that takes its reply slot) and submitted after the commit.
 func (r *Responder) reply(ctx context.Context, rq *request, subject, text string, encryptTo *openpgp.Entity, key string) error {
 	data, err := r.composeReply(rq, subject, text, encryptTo, key)
 	if err != nil {
 		return err
 	}
-	send := func() error { return r.submit(ctx, rq.p, rq.from, data) }
+	m := outboxMail(rq.p, rq.from, data, rq.now)
+	var id int64
 	if rq.verified {
-		return send()
+		id, err = r.Store.Queue(ctx, m)
+	} else {
+		id, err = r.Store.QueueLimited(ctx, replyLimit(rq), m)
 	}
-	return limited(rq, r.Store.SendLimited(ctx, replyLimit(rq), send))
+	if err != nil {
+		return limited(rq, err)
+	}
+	r.flush(ctx, rq.p, id)
+	return nil
+}
+
+// outboxMail is a reply to to as the outbox keeps it.
+func outboxMail(p *policy.Policy, to string, data []byte, now time.Time) store.OutboxMail {
+	return store.OutboxMail{List: p.Address, Sender: p.BounceAddress(), Recipients: []string{to}, Message: data, CreatedAt: now}
+}
+
+// flush submits outbox row id (the reply just committed) and then the
+// list's older rows still waiting (a responder died between its commit
+// and its send, or the MTA was unreachable), each exactly once, with no
+// transaction open. A reply that cannot be submitted now stays in the
+// outbox: the command is done (its change is committed), so the exit
+// status stays 0 and the MTA does not run it again; the next responder
+// run for the list, "listcrypt hold expire" and listcrypt-milter's hourly
+// run send it. A reply the MTA refuses permanently is dropped (logged).
+func (r *Responder) flush(ctx context.Context, p *policy.Policy, id int64) {
+	res, err := r.Store.SendOutbox(ctx, p.Address, id, r.Now, func(ctx context.Context, m store.OutboxMail) error {
+		return r.Mail.Send(ctx, m.Sender, m.Recipients, m.Message)
+	}, PermanentSMTP)
+	if res.FirstErr != nil {
+		r.Log.Warn("reply not sent yet; it waits in the outbox", "list", p.Address, "outbox_id", id,
+			"dropped", len(res.Dropped) > 0 && res.Dropped[0] == id, "err", res.FirstErr)
+	}
+	if len(res.Sent) > 1 || (len(res.Sent) == 1 && res.Sent[0] != id) {
+		r.Log.Info("older replies sent from the outbox", "list", p.Address, "rows", len(res.Sent))
+	}
+	if err != nil {
+		r.Log.Error("outbox", "list", p.Address, "waiting", len(res.Waiting), "dropped", len(res.Dropped), "err", err)
+	}
+}
+
+// PermanentSMTP reports whether the MTA refused a submission for good
+// (a 5xx reply): such a mail is dropped from the outbox, not retried.
+func PermanentSMTP(err error) bool {
+	var se *smtp.SMTPError
+	return errors.As(err, &se) && se.Code >= 500
 }
 
 func (r *Responder) composeReply(rq *request, subject, text string, encryptTo *openpgp.Entity, key string) ([]byte, error) {
@@ -546,10 +594,11 @@ func (r *Responder) done(ctx context.Context, rq *request, subject, text string,
 	return r.reply(ctx, rq, subject, text, encryptTo, key)
 }
 
-// change applies st and sends the reply in its transaction (see
-// store.KeyStep.BeforeCommit): both happen, or neither. When the token
-// was used or the state changed meanwhile (a racing copy of the command),
-// the sender is told instead.
+// change applies st and writes the reply into the outbox in the same
+// transaction (store.KeyStep.Outbox): both happen, or neither; the reply
+// is submitted after the commit. When the token was used or the state
+// changed meanwhile (a racing copy of the command), the sender is told
+// instead.
 func (r *Responder) change(ctx context.Context, rq *request, st store.KeyStep, subject, text string, encryptTo *openpgp.Entity) error {
 	data, err := r.composeReply(rq, subject, text, encryptTo, "")
 	if err != nil {
@@ -558,12 +607,16 @@ func (r *Responder) change(ctx context.Context, rq *request, st store.KeyStep, s
 	st.List, st.Address, st.Now = rq.p.Address, rq.from, rq.now
 	st.PrunePendingBefore = rq.now.Add(-rq.p.Keys.TokenExpiry.D)
 	st.PruneChallengesBefore = rq.now.Add(-30 * 24 * time.Hour)
-	st.BeforeCommit = func() error { return r.submit(ctx, rq.p, rq.from, data) }
+	m := outboxMail(rq.p, rq.from, data, rq.now)
+	st.Outbox = &m
 	if !rq.verified {
 		lim := replyLimit(rq)
 		st.LimitReply = &lim
 	}
 	err = r.Store.ApplyKeyStep(ctx, st)
+	if err == nil {
+		r.flush(ctx, rq.p, m.ID)
+	}
 	var rl *store.RateLimitError
 	switch {
 	case errors.As(err, &rl):

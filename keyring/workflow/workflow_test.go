@@ -529,14 +529,29 @@ func TestIgnoredAndExitCodes(t *testing.T) {
 	if out, err := e.r.Handle(ctx, wftest.Mail(bobAddr, request, "x", "help"), ""); err != nil || out.Result != "done" {
 		t.Errorf("recipient from To: %+v %v", out, err)
 	}
-	// The reply cannot be submitted: exit 75, nothing changed, and the retry works.
+	// The reply cannot be submitted: the command is done (exit 0, the MTA
+	// does not run it again) and its reply waits in the outbox; the next
+	// run sends its own reply, then the waiting one, exactly once.
+	before := len(e.mail.Messages())
 	e.mail.Err = errors.New("connection refused")
-	_, err = e.r.Handle(ctx, wftest.Mail(bobAddr, request, "x", "subscribe"), request)
-	if workflow.ExitCode(err) != workflow.ExitTempFail {
-		t.Errorf("mailer down: %v -> %d", err, workflow.ExitCode(err))
+	out, err := e.r.Handle(ctx, wftest.Mail(bobAddr, request, "x", "subscribe"), request)
+	if workflow.ExitCode(err) != workflow.ExitOK || out.Result != "done" {
+		t.Errorf("mailer down: %+v %v -> %d", out, err, workflow.ExitCode(err))
+	}
+	if n, _ := e.r.Store.CountOutbox(ctx, list); n != 1 {
+		t.Errorf("outbox rows while the mailer is down: %d, want 1", n)
 	}
 	e.mail.Err = nil
-	if text := e.reply(bobAddr, nil); !strings.Contains(text, "This is the command address") {
-		t.Errorf("help:\n%s", text)
+	e.send(wftest.Mail("carol@example.org", request, "x", "help"))
+	e.send(wftest.Mail("carol@example.org", request, "x", "help"))
+	msgs := e.mail.Messages()[before:]
+	if len(msgs) != 3 || msgs[0].To[0] != "carol@example.org" || msgs[1].To[0] != bobAddr || msgs[2].To[0] != "carol@example.org" {
+		t.Fatalf("after the mailer came back: %d mails", len(msgs))
+	}
+	if text := e.reply(bobAddr, nil); wftest.Token(t, text) == "" {
+		t.Errorf("the waiting reply:\n%s", text)
+	}
+	if n, _ := e.r.Store.CountOutbox(ctx, list); n != 0 {
+		t.Errorf("outbox rows left: %d", n)
 	}
 }
