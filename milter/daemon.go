@@ -127,6 +127,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		d.err = d.srv.Shutdown(ctx)
 		d.ln.Close() // already closed when Serve ran
 		d.loops.Wait()
+		// Sessions are drained: say QUIT on the idle connections to the
+		// reinjection listener rather than leave them to idle_timeout.
+		d.srv.reinjectPool().CloseIdle()
 		if network, path, _ := config.ParseListen(d.cfg.Milter.Listen); network == "unix" {
 			os.Remove(path)
 		}

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
@@ -26,6 +30,7 @@ type delivery struct {
 	// refused are the members the MTA refused permanently at
 	// reinjection, in this attempt or an earlier one of the same post.
 	refused []store.RefusedRecipient
+	mu      sync.Mutex // guards count and refused while batches go out in parallel
 }
 
 // deliver expands the list and distributes the post: one signature and
@@ -129,17 +134,14 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 		dl.count += len(batches[0].Recipients)
 		start = 1
 	}
-	for i := start; i < len(batches); i++ {
-		b := &batches[i]
-		if err := srv.submit(ctx, dl, b.Number, b.EnvelopeFrom, b.Recipients, b.Message()); err != nil {
-			return nil, err
-		}
+	if err := srv.submitBatches(ctx, dl, batches[start:]); err != nil {
+		return nil, err
 	}
 	if len(clear) > 0 {
 		// distribute.encrypt = when-possible / never: the owner chose to
 		// send these members the post in clear.
 		number := lastBatch + len(batches) + 1
-		if err := srv.submit(ctx, dl, number, p.BounceAddress(), clear, clearCopy(post, p)); err != nil {
+		if err := srv.submit(ctx, dl, number, p.BounceAddress(), clear, bytes.NewReader(clearCopy(post, p))); err != nil {
 			return nil, err
 		}
 	}
@@ -149,15 +151,51 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 	return dl, nil
 }
 
+// reinjectPool is the process's pool of SMTP connections to the
+// listener ([reinject] address, connections, idle_timeout).
+func (srv *Server) reinjectPool() *reinject.Pool {
+	r := srv.opts.Config.Reinject
+	return reinject.Shared(r.Address, r.Connections, r.IdleTimeout.D)
+}
+
+// submitBatches reinjects batches over the pool's connections, as many
+// at once as the pool has connections. Each batch is recorded right
+// after the MTA's reply to its own DATA, whatever the others do. After
+// the first failure no new batch starts; those in flight finish and are
+// recorded, so a retry skips them.
+func (srv *Server) submitBatches(ctx context.Context, dl *delivery, batches []outbound.Batch) error {
+	if len(batches) == 0 {
+		return nil
+	}
+	g, failed := errgroup.WithContext(ctx)
+	g.SetLimit(srv.reinjectPool().Size())
+	for i := range batches {
+		b := &batches[i]
+		if failed.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if failed.Err() != nil {
+				return nil // another batch failed: the post is tempfailed
+			}
+			// ctx, not failed: a batch in flight runs to its record.
+			return srv.submit(ctx, dl, b.Number, b.EnvelopeFrom, b.Recipients, b)
+		})
+	}
+	return g.Wait()
+}
+
 // submit hands one batch to the MTA and records it. The records follow
 // the MTA's answer: a crash in between can at worst repeat this one
 // batch on retry, never lose it. Members refused permanently at RCPT TO
 // are recorded as refused and left out; the batch goes to the others
 // (to nobody when all were refused). A temporary refusal or any other
 // failure is an error, and nothing of the batch is recorded.
-func (srv *Server) submit(ctx context.Context, dl *delivery, number int, from string, to []string, data []byte) error {
+// Safe for concurrent use on one delivery (submitBatches). The message
+// is streamed to the MTA from msg (Batch.WriteTo), never copied whole.
+func (srv *Server) submit(ctx context.Context, dl *delivery, number int, from string, to []string, msg io.WriterTo) error {
 	list := dl.list.Address
-	res, err := reinject.SendEach(ctx, srv.opts.Config.Reinject.Address, from, to, data)
+	res, err := srv.reinjectPool().SendEach(ctx, from, to, msg)
 	if err != nil {
 		return fmt.Errorf("batch %d: %w", number, err)
 	}
@@ -171,7 +209,9 @@ func (srv *Server) submit(ctx context.Context, dl *delivery, number int, from st
 		if err := srv.opts.Store.MarkRefused(ctx, list, dl.postID, refused, srv.opts.Now()); err != nil {
 			return fmt.Errorf("batch %d: %w", number, err)
 		}
+		dl.mu.Lock()
 		dl.refused = append(dl.refused, refused...)
+		dl.mu.Unlock()
 	}
 	if len(res.Accepted) == 0 {
 		return nil
@@ -179,7 +219,9 @@ func (srv *Server) submit(ctx context.Context, dl *delivery, number int, from st
 	if _, err := srv.opts.Store.MarkDelivered(ctx, list, dl.postID, number, res.Accepted, srv.opts.Now()); err != nil {
 		return fmt.Errorf("batch %d: %w", number, err)
 	}
+	dl.mu.Lock()
 	dl.count += len(res.Accepted)
+	dl.mu.Unlock()
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package milter_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -143,21 +144,24 @@ func TestExactlyOnePerMember(t *testing.T) {
 }
 
 // reinjectProxy forwards reinjection connections to Postfix and calls
-// onConn with the connection number before forwarding it.
+// onMail with the number of each transaction (MAIL FROM command, counted
+// over all connections) before forwarding it. The milter keeps its
+// connections and pipelines, so transactions, not connections, mark
+// the batches.
 type reinjectProxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
 	n      int
-	onConn func(n int, c net.Conn) bool // false: drop the connection
+	onMail func(n int) bool // false: drop the connection instead
 }
 
-func newProxy(t *testing.T, target string, onConn func(int, net.Conn) bool) *reinjectProxy {
+func newProxy(t *testing.T, target string, onMail func(int) bool) *reinjectProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &reinjectProxy{ln: ln, target: target, onConn: onConn}
+	p := &reinjectProxy{ln: ln, target: target, onMail: onMail}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -165,22 +169,33 @@ func newProxy(t *testing.T, target string, onConn func(int, net.Conn) bool) *rei
 			if err != nil {
 				return
 			}
-			p.mu.Lock()
-			p.n++
-			n := p.n
-			p.mu.Unlock()
 			go func() {
 				defer c.Close()
-				if !p.onConn(n, c) {
-					return
-				}
 				u, err := net.Dial("tcp", target)
 				if err != nil {
 					return
 				}
 				defer u.Close()
-				go io.Copy(u, c)
-				io.Copy(c, u)
+				go io.Copy(c, u)
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadSlice('\n')
+					if len(line) >= 10 && strings.EqualFold(string(line[:10]), "MAIL FROM:") {
+						p.mu.Lock()
+						p.n++
+						n := p.n
+						p.mu.Unlock()
+						if !p.onMail(n) {
+							return
+						}
+					}
+					if _, werr := u.Write(line); werr != nil {
+						return
+					}
+					if err != nil && err != bufio.ErrBufferFull {
+						return
+					}
+				}
 			}()
 		}
 	}()
@@ -237,10 +252,10 @@ func TestKilledDuringReinjectionDeliversExactlyOnce(t *testing.T) {
 	}
 	killed := make(chan struct{})
 	var once sync.Once
-	proxy := newProxy(t, pf.ReinjectAddr(), func(n int, c net.Conn) bool {
+	proxy := newProxy(t, pf.ReinjectAddr(), func(n int) bool {
 		if n == 3 {
 			// The third reinjected batch: kill the milter while its SMTP
-			// session is open, before the batch is handed over.
+			// transaction is open, before the batch is handed over.
 			once.Do(func() {
 				p := current()
 				p.Process.Signal(syscall.SIGKILL)

@@ -15,6 +15,7 @@ import (
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/milter"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
+	"github.com/listcrypt/listcrypt/milter/reinject"
 )
 
 // setBatchSize rewrites the fixture list's distribute.batch_size.
@@ -82,6 +83,9 @@ func TestRefusedRecipientStaysPerRecipient(t *testing.T) {
 	// The member's mailbox is free again; the sender's MTA retries.
 	delete(access, "m7@example.org")
 	pf.SetReinjectRecipientAccess(access)
+	// Postfix's smtpd reads a changed table only for a new connection:
+	// the milter's idle ones would keep the old one until idle_timeout.
+	reinject.CloseIdle()
 	if err := rig.Send(pf.SMTPAddr(), author, []string{milterfix.List}, msg); err != nil {
 		t.Fatalf("retry: %v", err)
 	}

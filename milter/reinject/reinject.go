@@ -6,10 +6,7 @@ package reinject
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -52,64 +49,20 @@ func SendEach(ctx context.Context, addr, from string, to []string, data []byte) 
 }
 
 func submit(ctx context.Context, addr, from string, to []string, data []byte, perRecipient bool) (Result, error) {
-	var res Result
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	c, err := dial(ctx, addr)
 	if err != nil {
-		return res, fmt.Errorf("reinject to %s: %w", addr, err)
+		return Result{}, fmt.Errorf("reinject to %s: %w", addr, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		if err := conn.SetDeadline(dl); err != nil {
-			conn.Close()
-			return res, fmt.Errorf("reinject to %s: %w", addr, err)
-		}
-	}
-	c := smtp.NewClient(conn)
-	defer c.Close()
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "localhost"
-	}
-	if err := c.Hello(host); err != nil {
-		return res, fmt.Errorf("reinject to %s: EHLO: %w", addr, err)
-	}
-	if err := c.Mail(from, nil); err != nil {
-		return res, fmt.Errorf("reinject to %s: MAIL FROM:<%s>: %w", addr, from, err)
-	}
-	for _, r := range to {
-		err := c.Rcpt(r, nil)
-		if err == nil {
-			res.Accepted = append(res.Accepted, r)
-			continue
-		}
-		var se *smtp.SMTPError
-		if perRecipient && errors.As(err, &se) && se.Code >= 500 && se.Code <= 599 {
-			res.Refused = append(res.Refused, Refusal{Address: r, Code: se.Code, Reply: replyLine(se)})
-			continue
-		}
-		return Result{}, fmt.Errorf("reinject to %s: RCPT TO:<%s>: %w", addr, r, err)
-	}
-	if len(res.Accepted) == 0 {
-		// Nobody to send to: DATA would only be refused.
-		_ = c.Quit()
-		return res, nil
-	}
-	w, err := c.Data()
+	res, err := c.send(ctx, from, to, bytes.NewReader(data), perRecipient)
 	if err != nil {
-		return Result{}, fmt.Errorf("reinject to %s: DATA: %w", addr, err)
-	}
-	if _, err := w.Write(crlf(data)); err != nil {
-		w.Close()
-		return Result{}, fmt.Errorf("reinject to %s: DATA: %w", addr, err)
-	}
-	if err := w.Close(); err != nil {
-		return Result{}, fmt.Errorf("reinject to %s: end of DATA: %w", addr, err)
+		c.close()
+		return Result{}, fmt.Errorf("reinject to %s: %w", addr, err)
 	}
 	// The MTA took the message at the end of DATA: a failing QUIT must not
 	// make the caller send it again.
-	_ = c.Quit()
+	c.quit()
 	return res, nil
 }
 
@@ -133,10 +86,4 @@ func replyLine(se *smtp.SMTPError) string {
 		b = append(b, c)
 	}
 	return string(b)
-}
-
-// crlf makes every line end in CRLF, as SMTP requires.
-func crlf(b []byte) []byte {
-	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
-	return bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
 }

@@ -66,7 +66,9 @@ func (Milter) TableDoc() string {
 
 // Reinject configures the MTA listener with milters off.
 type Reinject struct {
-	Address string `toml:"address" doc:"HOST:PORT of the MTA's SMTP listener with milters off (see contrib/postfix). Approved holds, extra recipient batches and responder replies are submitted here."`
+	Address     string         `toml:"address" doc:"HOST:PORT of the MTA's SMTP listener with milters off (see contrib/postfix). Approved holds, extra recipient batches and responder replies are submitted here."`
+	Connections int            `toml:"connections" doc:"Most SMTP connections the milter keeps open to the listener at once, shared by all its sessions. Batches 2..n of a post go out over them in parallel, several transactions per connection with PIPELINING; each batch is recorded right after the MTA's reply to its own DATA. Each connection is one smtpd process of the MTA. Measured in docs/outbound.md."`
+	IdleTimeout tomlx.Duration `toml:"idle_timeout" doc:"A connection to the listener unused this long is closed (QUIT), so the MTA's smtpd does not hold it (Postfix's smtpd_timeout is 300s). Must be positive."`
 }
 
 // TableDoc documents the table in the reference.
@@ -114,7 +116,7 @@ func Default() *Config {
 			MaxConnections:     64,
 			RecipientDelimiter: "+",
 		},
-		Reinject: Reinject{Address: "127.0.0.1:10026"},
+		Reinject: Reinject{Address: "127.0.0.1:10026", Connections: 2, IdleTimeout: tomlx.NewDuration("5s")},
 		Limits: Limits{
 			MaxMessageSize:      tomlx.NewSize("25MB"),
 			MaxMIMEDepth:        32,
@@ -195,6 +197,14 @@ func (c *Config) validate(e *tomlx.Errors) {
 	}
 	if _, _, err := net.SplitHostPort(c.Reinject.Address); err != nil {
 		e.At([]string{"reinject", "address"}, "reinject address %q is not HOST:PORT", c.Reinject.Address)
+	}
+	if c.Reinject.Connections < 1 || c.Reinject.Connections > 64 {
+		e.At([]string{"reinject", "connections"}, "connections must be between 1 and 64")
+	}
+	if d := c.Reinject.IdleTimeout; d.Err != nil {
+		e.At([]string{"reinject", "idle_timeout"}, "idle_timeout: %v", d.Err)
+	} else if d.D <= 0 {
+		e.At([]string{"reinject", "idle_timeout"}, "idle_timeout must be positive")
 	}
 	sizes := []struct {
 		name string
