@@ -16,6 +16,7 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/admin"
+	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/keyring/workflow"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
@@ -31,7 +32,7 @@ const usage = `usage: listcrypt [-c CONFIG] COMMAND ...
   member pending LIST                    subscriptions and key changes waiting for a moderator
   member approve LIST ADDRESS            approve one (the subscriber is told by mail)
   member reject LIST ADDRESS             reject one (the subscriber is told by mail)
-  hold list LIST
+  hold list LIST [--all]                 --all: every hold with its state
   hold show ID
   hold approve ID
   hold reject ID
@@ -194,15 +195,34 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintf(out, "the subscriber could not be told by mail: %v\n", e.NoticeErr)
 		}
 	case verb == "hold list":
-		if len(args) != 3 {
-			return usageErr("hold list LIST")
+		var pos []string
+		all := false
+		for _, a := range args[2:] {
+			switch {
+			case a == "--all" || a == "-all":
+				all = true
+			case strings.HasPrefix(a, "-"):
+				return usageErr("hold list LIST [--all]: unknown flag %s", a)
+			default:
+				pos = append(pos, a)
+			}
 		}
-		hs, err := site.Holds(ctx, args[2])
+		if len(pos) != 1 {
+			return usageErr("hold list LIST [--all]")
+		}
+		hs, err := site.Holds(ctx, pos[0])
+		if all {
+			hs, err = site.AllHolds(ctx, pos[0])
+		}
 		if err != nil {
 			return err
 		}
 		for _, h := range hs {
-			fmt.Fprintln(out, admin.Summary(h))
+			if all {
+				fmt.Fprintln(out, admin.StatusLine(h))
+			} else {
+				fmt.Fprintln(out, admin.Summary(h))
+			}
 		}
 	case verb == "hold expire":
 		if len(args) != 2 {
@@ -227,9 +247,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return err
 			}
-			state := hp.State
-			if hp.Expired() {
-				state = "expired " + hp.ExpiredAt.UTC().Format("2006-01-02 15:04:05 MST")
+			state := hp.Status()
+			switch state {
+			case store.HoldExpired:
+				state += " " + hp.ExpiredAt.UTC().Format("2006-01-02 15:04:05 MST")
+			case store.HoldDelivered:
+				state += " " + hp.DeliveredAt.UTC().Format("2006-01-02 15:04:05 MST")
 			}
 			fmt.Fprintf(out, "id: %d\nlist: %s\nsender: %s\nreason: %s\nheld: %s\nstate: %s\n\n",
 				hp.ID, hp.List, hp.Sender, hp.Reason, hp.CreatedAt.UTC().Format("2006-01-02 15:04:05 MST"), state)
@@ -240,11 +263,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				out.Write(hp.Raw)
 			}
 		case "approve":
-			n, err := site.ApproveHold(ctx, id)
+			a, err := site.ApproveHold(ctx, id)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "held post %d approved and delivered to %d members\n", id, n)
+			if a.Resumed {
+				fmt.Fprintf(out, "held post %d: delivery resumed and completed, %d more members\n", id, a.Delivered)
+			} else {
+				fmt.Fprintf(out, "held post %d approved and delivered to %d members\n", id, a.Delivered)
+			}
 		case "reject":
 			if err := site.RejectHold(ctx, id); err != nil {
 				return err

@@ -205,13 +205,23 @@ func (s *Site) RemoveMember(ctx context.Context, list, address string) error {
 	return nil
 }
 
-// Holds returns the list's held posts.
+// Holds returns the list's held posts waiting for a moderator.
 func (s *Site) Holds(ctx context.Context, list string) ([]store.Hold, error) {
 	l, err := s.list(ctx, list)
 	if err != nil {
 		return nil, err
 	}
 	return s.Store.Holds(ctx, l.Address)
+}
+
+// AllHolds returns every hold of the list whatever its state
+// (store.Hold.Status), without the messages.
+func (s *Site) AllHolds(ctx context.Context, list string) ([]store.Hold, error) {
+	l, err := s.list(ctx, list)
+	if err != nil {
+		return nil, err
+	}
+	return s.Store.AllHolds(ctx, l.Address)
 }
 
 // HeldPost is a held post opened for a moderator's eyes (in memory only).
@@ -251,56 +261,161 @@ func (s *Site) ShowHold(ctx context.Context, id int64) (*HeldPost, error) {
 	return hp, nil
 }
 
+// Approval is what ApproveHold did.
+type Approval struct {
+	// Delivered is the number of members served by this call.
+	Delivered int
+	// Resumed: the hold was approved before and its delivery had
+	// stopped half-way; this call completed it.
+	Resumed bool
+}
+
+// holdLease is how long a "hold approve" claims the delivery of a hold
+// (store.ClaimPost on the post's id) before it renews the claim; a claim
+// of a process that died lapses after it, and another "hold approve"
+// resumes.
+const holdLease = 2 * time.Minute
+
 // ApproveHold delivers held post id to the list's members (the outbound
-// stage, every batch through the reinjection listener) and marks it
-// approved. The state moves first (compare-and-set, so two moderators
-// cannot both deliver it) and moves back if the delivery fails; delivery
-// records make a second approval resume, never repeat.
-func (s *Site) ApproveHold(ctx context.Context, id int64) (recipients int, err error) {
+// stage, every batch through the reinjection listener). A hold goes
+// held → delivering (state approved: compare-and-set, so two moderators
+// cannot both approve it) → delivered (delivered_at set once every batch
+// is recorded). When the delivery stops half-way (the MTA, the database,
+// a kill), the hold stays delivering and never expires; ApproveHold on it
+// resumes through the same delivery records, so a member who got the
+// post does not get it again. While one process delivers a hold it holds
+// a claim on the post (store.ClaimPost with a lease it renews), so a
+// second approval, from any process or host, is refused meanwhile rather
+// than delivering alongside. A delivered, rejected or expired hold is an
+// error.
+func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 	hp, err := s.ShowHold(ctx, id)
 	if err != nil {
-		return 0, err
+		return Approval{}, err
 	}
-	if hp.Expired() {
-		return 0, expiredErr(hp.Hold)
-	}
-	if hp.State != "held" {
-		return 0, fmt.Errorf("held post %d is already %s", id, hp.State)
+	if err := decided(hp.Hold); err != nil {
+		return Approval{}, err
 	}
 	set, err := policy.LoadDir(s.Config.PolicyDir)
 	if err != nil {
-		return 0, fmt.Errorf("policy files: %w", err)
+		return Approval{}, fmt.Errorf("policy files: %w", err)
 	}
 	p := set.Lookup(hp.List)
 	if p == nil {
-		return 0, fmt.Errorf("no policy file for list %s", hp.List)
+		return Approval{}, fmt.Errorf("no policy file for list %s", hp.List)
 	}
-	// Past post.hold_expiry a hold is expired, whether or not the
-	// milter's hourly run has marked it yet.
-	if exp := p.Post.HoldExpiry; s.Now().Sub(hp.CreatedAt) >= exp.D {
-		return 0, fmt.Errorf("held post %d expired: held since %s, longer than post.hold_expiry (%s) allows; it can no longer be approved",
+	// Past post.hold_expiry a waiting hold is expired, whether or not the
+	// milter's hourly run has marked it yet. A delivering one is not.
+	if exp := p.Post.HoldExpiry; hp.State == store.HoldHeld && s.Now().Sub(hp.CreatedAt) >= exp.D {
+		return Approval{}, fmt.Errorf("held post %d expired: held since %s, longer than post.hold_expiry (%s) allows; it can no longer be approved",
 			id, hp.CreatedAt.UTC().Format(time.RFC3339), exp.Raw)
 	}
 	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
 	if err != nil {
-		return 0, err
+		return Approval{}, err
 	}
-	if err := s.Store.SetHoldState(ctx, id, "held", "approved"); err != nil {
-		if h, herr := s.Store.HoldMeta(ctx, id); herr == nil && h.Expired() {
-			return 0, expiredErr(h) // expired while we looked
+	postID, err := milter.PostID(hp.Raw)
+	if err != nil {
+		return Approval{}, err
+	}
+	owner, err := claimOwner()
+	if err != nil {
+		return Approval{}, err
+	}
+	claimed, holder, err := s.Store.ClaimPost(ctx, hp.List, postID, owner, holdLease, s.Now())
+	if err != nil {
+		return Approval{}, fmt.Errorf("approve held post %d: %w", id, err)
+	}
+	if !claimed {
+		return Approval{}, fmt.Errorf("held post %d is being delivered right now (%s); if that process died, approve it again in %s to resume",
+			id, holder, holdLease)
+	}
+	defer func() {
+		if _, err := s.Store.ReleaseClaim(context.WithoutCancel(ctx), hp.List, postID, owner); err != nil {
+			slog.Default().Warn("hold approve: claim not released; it lapses by itself", "hold_id", id, "err", err)
 		}
-		return 0, fmt.Errorf("approve held post %d: %w", id, err)
+	}()
+	// Read the hold again under the claim: another process may have
+	// approved, completed or rejected it since.
+	h, err := s.Store.HoldMeta(ctx, id)
+	if err != nil {
+		return Approval{}, err
 	}
+	if err := decided(h); err != nil {
+		return Approval{}, err
+	}
+	a := Approval{Resumed: h.State == store.HoldApproved}
+	if !a.Resumed {
+		if err := s.Store.SetHoldState(ctx, id, store.HoldHeld, store.HoldApproved); err != nil {
+			if h, herr := s.Store.HoldMeta(ctx, id); herr == nil && h.Expired() {
+				return Approval{}, expiredErr(h) // expired while we looked
+			}
+			return Approval{}, fmt.Errorf("approve held post %d: %w", id, err)
+		}
+	}
+	// Renew the claim while the delivery runs; losing it stops the
+	// delivery (another process took over a lapsed claim).
+	dctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		tick := time.NewTicker(holdLease / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-dctx.Done():
+				return
+			case <-tick.C:
+				ok, holder, err := s.Store.ClaimPost(dctx, hp.List, postID, owner, holdLease, s.Now())
+				if err == nil && !ok {
+					cancel(fmt.Errorf("the claim on the delivery passed to %s", holder))
+					return
+				}
+			}
+		}
+	}()
 	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, s.Config.KeyLimits()),
 		Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}, set)
-	n, err := srv.Distribute(ctx, p, hp.Raw)
+	n, err := srv.Distribute(dctx, p, hp.Raw)
+	cancel(nil)
+	<-renewed
 	if err != nil {
-		if rerr := s.Store.SetHoldState(ctx, id, "approved", "held"); rerr != nil {
-			return 0, fmt.Errorf("deliver held post %d: %w (and it could not be put back: %v)", id, err, rerr)
+		if cause := context.Cause(dctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			err = fmt.Errorf("%w (%v)", err, cause)
 		}
-		return 0, fmt.Errorf("deliver held post %d: %w", id, err)
+		return Approval{}, fmt.Errorf("delivery of held post %d stopped: %w; it stays approved and is not sent twice to anyone: run \"listcrypt hold approve %d\" again to resume", id, err, id)
 	}
-	return n, nil
+	a.Delivered = n
+	if _, err := s.Store.MarkHoldDelivered(ctx, id, s.Now()); err != nil {
+		return a, fmt.Errorf("held post %d was delivered, but this could not be recorded: %w (approving it again sends nothing twice)", id, err)
+	}
+	return a, nil
+}
+
+// decided is the error for a hold that can no longer be approved: nil
+// when it is waiting or delivering.
+func decided(h store.Hold) error {
+	switch h.Status() {
+	case store.HoldExpired:
+		return expiredErr(h)
+	case store.HoldRejected:
+		return fmt.Errorf("held post %d was rejected; it can no longer be approved", h.ID)
+	case store.HoldDelivered:
+		return fmt.Errorf("held post %d is already approved and was delivered on %s; nothing was sent again",
+			h.ID, h.DeliveredAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// claimOwner names this process in a delivery claim.
+func claimOwner() (string, error) {
+	host, _ := os.Hostname()
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("listcrypt hold approve, host %s, pid %d, %x", host, os.Getpid(), b), nil
 }
 
 // RejectHold drops held post id.
@@ -308,8 +423,13 @@ func (s *Site) RejectHold(ctx context.Context, id int64) error {
 	if err := s.Store.SetHoldState(ctx, id, "held", "rejected"); errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("no held post %d", id)
 	} else if err != nil {
-		if h, herr := s.Store.HoldMeta(ctx, id); herr == nil && h.Expired() {
-			return expiredErr(h)
+		if h, herr := s.Store.HoldMeta(ctx, id); herr == nil {
+			switch h.Status() {
+			case store.HoldExpired:
+				return expiredErr(h)
+			case store.HoldDelivering:
+				return fmt.Errorf("held post %d was approved and its delivery stopped half-way; it can no longer be rejected: \"listcrypt hold approve %d\" completes it", id, id)
+			}
 		}
 		return fmt.Errorf("reject held post %d: %w", id, err)
 	}
@@ -348,4 +468,10 @@ func CheckPolicies(dir string) (*policy.Set, error) {
 // Summary is a one-line description of a held post.
 func Summary(h store.Hold) string {
 	return fmt.Sprintf("%d\t%s\t%s\t%s\t%s", h.ID, h.CreatedAt.UTC().Format(time.RFC3339), h.Sender, h.Reason, strings.Join(h.Recipients, ","))
+}
+
+// StatusLine is Summary followed by the hold's status (held, delivering,
+// delivered, rejected, expired).
+func StatusLine(h store.Hold) string {
+	return Summary(h) + "\t" + h.Status()
 }

@@ -12,11 +12,20 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
-// Hold states.
+// Hold states (the holds.state column).
 const (
 	HoldHeld     = "held"
 	HoldApproved = "approved"
 	HoldRejected = "rejected"
+)
+
+// What a hold is, as moderators see it ([Hold.Status]): an approved hold
+// is delivering until its delivery completed (delivered_at set), and a
+// rejected one that nobody decided expired.
+const (
+	HoldDelivering = "delivering"
+	HoldDelivered  = "delivered"
+	HoldExpired    = "expired"
 )
 
 // Hold is a post held for a moderator.
@@ -35,22 +44,41 @@ type Hold struct {
 	// NotifiedAt is when the moderators were told about the hold (or
 	// when a notice was claimed and is being sent). Zero: not yet.
 	NotifiedAt time.Time
+	// DeliveredAt is when the delivery of an approved hold completed.
+	// Zero for an approved hold: it is being delivered, or its delivery
+	// stopped half-way and "hold approve" resumes it.
+	DeliveredAt time.Time
+}
+
+// Status is what the hold is: HoldHeld, HoldDelivering, HoldDelivered,
+// HoldRejected or HoldExpired.
+func (h Hold) Status() string {
+	switch {
+	case h.State == HoldApproved && h.DeliveredAt.IsZero():
+		return HoldDelivering
+	case h.State == HoldApproved:
+		return HoldDelivered
+	case h.Expired():
+		return HoldExpired
+	}
+	return h.State
 }
 
 // Expired reports whether the hold expired rather than being decided.
 func (h Hold) Expired() bool { return !h.ExpiredAt.IsZero() }
 
 type holdRow struct {
-	ID         int64        `db:"id"`
-	List       string       `db:"list"`
-	Sender     string       `db:"sender"`
-	Recipients string       `db:"recipients"`
-	Reason     string       `db:"reason"`
-	Message    []byte       `db:"message"`
-	State      string       `db:"state"`
-	CreatedAt  time.Time    `db:"created_at"`
-	ExpiredAt  sql.NullTime `db:"expired_at"`
-	NotifiedAt sql.NullTime `db:"notified_at"`
+	ID          int64        `db:"id"`
+	List        string       `db:"list"`
+	Sender      string       `db:"sender"`
+	Recipients  string       `db:"recipients"`
+	Reason      string       `db:"reason"`
+	Message     []byte       `db:"message"`
+	State       string       `db:"state"`
+	CreatedAt   time.Time    `db:"created_at"`
+	ExpiredAt   sql.NullTime `db:"expired_at"`
+	NotifiedAt  sql.NullTime `db:"notified_at"`
+	DeliveredAt sql.NullTime `db:"delivered_at"`
 }
 
 func (r holdRow) hold() (Hold, error) {
@@ -69,16 +97,19 @@ func (r holdRow) hold() (Hold, error) {
 	if r.NotifiedAt.Valid {
 		h.NotifiedAt = r.NotifiedAt.Time.UTC()
 	}
+	if r.DeliveredAt.Valid {
+		h.DeliveredAt = r.DeliveredAt.Time.UTC()
+	}
 	if err := json.Unmarshal([]byte(r.Recipients), &h.Recipients); err != nil {
 		return Hold{}, fmt.Errorf("hold %d: recipients: %w", r.ID, err)
 	}
 	return h, nil
 }
 
-const holdColumns = `id, list, sender, recipients, reason, message, state, created_at, expired_at, notified_at`
+const holdColumns = `id, list, sender, recipients, reason, message, state, created_at, expired_at, notified_at, delivered_at`
 
 // holdMetaColumns are holdColumns without the (large) message.
-const holdMetaColumns = `id, list, sender, recipients, reason, state, created_at, expired_at, notified_at`
+const holdMetaColumns = `id, list, sender, recipients, reason, state, created_at, expired_at, notified_at, delivered_at`
 
 func validHoldState(s string) bool {
 	return s == HoldHeld || s == HoldApproved || s == HoldRejected
@@ -160,6 +191,33 @@ func (s *Store) Holds(ctx context.Context, list string) ([]Hold, error) {
 	return out, nil
 }
 
+// AllHolds returns every hold of the list, whatever its state, ordered
+// by id, without the message.
+func (s *Store) AllHolds(ctx context.Context, list string) ([]Hold, error) {
+	var rows []holdRow
+	if err := s.db.SelectContext(ctx, &rows, s.q(`SELECT `+holdMetaColumns+` FROM holds
+		WHERE list = ? ORDER BY id`), list); err != nil {
+		return nil, fmt.Errorf("store: holds of %q: %w", list, err)
+	}
+	return holdsOf(rows, list)
+}
+
+// MarkHoldDelivered records that the delivery of approved hold id
+// completed at now: it is no longer delivering. It reports false when the
+// hold was marked already or is not approved.
+func (s *Store) MarkHoldDelivered(ctx context.Context, id int64, now time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE holds SET delivered_at = ?
+		WHERE id = ? AND state = ? AND delivered_at IS NULL`), ts(now), id, HoldApproved)
+	if err != nil {
+		return false, fmt.Errorf("store: mark hold %d delivered: %w", id, err)
+	}
+	n, err := affected(res)
+	if err != nil {
+		return false, fmt.Errorf("store: mark hold %d delivered: %w", id, err)
+	}
+	return n == 1, nil
+}
+
 // SetHoldState moves the hold from state from to state to, only if it is
 // in state from: when two moderators act at once exactly one succeeds, and
 // the other gets an error wrapping [ErrConflict]. A missing hold is
@@ -230,7 +288,9 @@ func (s *Store) UnnotifiedHolds(ctx context.Context, list string) ([]Hold, error
 // ExpireHolds expires the list's holds that are still waiting and were
 // made before heldBefore: they become HoldRejected with ExpiredAt = now.
 // It returns the holds this call expired (without the message), ordered
-// by id. One UPDATE decides: when several processes expire at once, each
+// by id. Only waiting holds expire: an approved hold whose delivery
+// stopped half-way (delivering) never does, so that "hold approve" can
+// always resume it. One UPDATE decides: when several processes expire at once, each
 // hold is returned to exactly one of them, and a moderator's approval
 // racing with it either wins (the hold is not expired) or gets
 // [ErrConflict].

@@ -163,3 +163,58 @@ func TestHoldNoticeClaims(t *testing.T) {
 		}
 	})
 }
+
+// A hold goes held → delivering (approved) → delivered; a delivering
+// hold never expires, and it is marked delivered once.
+func TestHoldDelivery(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		mkList(t, s, listAddr)
+		id, err := s.AddHold(ctx, store.Hold{List: listAddr, Sender: "x@example.org", Reason: "non-member",
+			Message: []byte("sealed"), CreatedAt: t0.Add(-30 * 24 * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := func() string {
+			t.Helper()
+			h, err := s.HoldMeta(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return h.Status()
+		}
+		if st := status(); st != store.HoldHeld {
+			t.Fatalf("new hold: %s", st)
+		}
+		if ok, err := s.MarkHoldDelivered(ctx, id, t0); err != nil || ok {
+			t.Fatalf("marked a waiting hold delivered: %v %v", ok, err)
+		}
+		if err := s.SetHoldState(ctx, id, store.HoldHeld, store.HoldApproved); err != nil {
+			t.Fatal(err)
+		}
+		if st := status(); st != store.HoldDelivering {
+			t.Fatalf("approved hold: %s", st)
+		}
+		if hs, err := s.ExpireHolds(ctx, listAddr, t0, t0); err != nil || len(hs) != 0 {
+			t.Fatalf("a delivering hold expired: %v %v", hs, err)
+		}
+		if ok, err := s.MarkHoldDelivered(ctx, id, t0); err != nil || !ok {
+			t.Fatalf("mark delivered: %v %v", ok, err)
+		}
+		if ok, _ := s.MarkHoldDelivered(ctx, id, t0.Add(time.Hour)); ok {
+			t.Fatal("marked delivered twice")
+		}
+		h, err := s.HoldMeta(ctx, id)
+		if err != nil || h.Status() != store.HoldDelivered || !h.DeliveredAt.Equal(t0.UTC().Truncate(time.Microsecond)) {
+			t.Fatalf("delivered hold: %+v %v", h, err)
+		}
+		all, err := s.AllHolds(ctx, listAddr)
+		if err != nil || len(all) != 1 || all[0].Status() != store.HoldDelivered || all[0].Message != nil {
+			t.Fatalf("all holds: %+v %v", all, err)
+		}
+		if waiting, _ := s.Holds(ctx, listAddr); len(waiting) != 0 {
+			t.Fatalf("waiting holds: %+v", waiting)
+		}
+	})
+}
