@@ -266,9 +266,13 @@ func TestKilledDuringReinjectionDeliversExactlyOnce(t *testing.T) {
 		}
 		return true
 	})
-	// Rewrite the config so the milter process reinjects through the proxy.
+	// Rewrite the config so the milter process reinjects through the
+	// proxy, one batch at a time: then when the kill comes, the batch
+	// before has been recorded and none is between the MTA's 250 and its
+	// record. (With [reinject] connections = k, up to k batches can be in
+	// that window at once: docs/outbound.md.)
 	cfgSrc, _ := os.ReadFile(site.Config.File)
-	cfgSrc = bytes.Replace(cfgSrc, []byte(`address = "127.0.0.1:1"`), []byte(fmt.Sprintf("address = %q", proxy.ln.Addr().String())), 1)
+	cfgSrc = bytes.Replace(cfgSrc, []byte(`address = "127.0.0.1:1"`), []byte(fmt.Sprintf("address = %q\nconnections = 1", proxy.ln.Addr().String())), 1)
 	os.WriteFile(site.Config.File, cfgSrc, 0o644)
 	start()
 	t.Cleanup(func() {
