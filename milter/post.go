@@ -25,6 +25,21 @@ import (
 // reinjection); it stays below Postfix's milter_content_timeout (300 s).
 const postTimeout = 2 * time.Minute
 
+// claimLease is how long a claim on a post keeps other attempts (on any
+// host) from delivering it. An attempt claims after its postTimeout
+// context started and does all its work, every store write included,
+// under that context, so a live holder is done (or can write nothing)
+// before its lease ends: no renewal is needed. The minute over
+// postTimeout is the margin for the clocks of hosts sharing one
+// database. A holder that died is replaced after at most this long.
+const claimLease = postTimeout + time.Minute
+
+// claimedElsewhere answers an attempt at a post that another attempt (on
+// another host, or another session of this one) is delivering right
+// now: the sender's MTA retries later and then finds the post complete.
+var claimedElsewhere = policy.Decision{Action: policy.TempFail, Code: 451, Enhanced: "4.3.0",
+	Text: "the same post is being delivered by another server; try again later", Reason: "claimed-elsewhere"}
+
 // maxSignatures bounds the signatures one post may carry (each becomes a
 // replay table row).
 const maxSignatures = 16
@@ -34,7 +49,7 @@ type outcome struct {
 	list     *policy.Policy
 	decision policy.Decision
 	res      *inbound.Result
-	postID   []byte // set when the post's digests went into the replay table
+	postID   []byte // set when the post's digests went into the replay table (under our claim)
 	err      error  // internal failure: tempfail
 }
 
@@ -58,6 +73,24 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 
 	outs := make([]outcome, 0, len(s.lists))
 	infos := make([]postInfo, 0, len(s.lists))
+	// This attempt's claims end with it, whatever the answer: after the
+	// post was marked complete, or after a refusal forgot what it
+	// recorded. The next attempt (a retry, on any host) claims again and
+	// resumes from the delivery records. A fresh context: a claim is
+	// released even when the attempt ran out of time.
+	owner := srv.newClaimOwner()
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		for i, info := range infos {
+			if info.claimed == nil {
+				continue
+			}
+			if _, err := srv.opts.Store.ReleaseClaim(rctx, s.lists[i].Address, info.claimed, owner); err != nil {
+				srv.opts.Log.Warn("release post claim", "list", s.lists[i].Address, "queue_id", s.queueID, "err", err)
+			}
+		}
+	}()
 	start := time.Now()
 	ex, exErr := srv.examine(ctx, s.lists, msg)
 	for i, p := range s.lists {
@@ -66,7 +99,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		var info postInfo
 		err := exErr
 		if err == nil {
-			d, res, info, err = srv.decide(ctx, p, msg, ex, i)
+			d, res, info, err = srv.decide(ctx, p, msg, ex, i, owner)
 		}
 		info.took = time.Since(start)
 		start = time.Now()
@@ -86,6 +119,11 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 			resp = tempfail
 		}
 	}
+	for _, o := range outs {
+		if o.err == nil && o.decision.Reason == claimedElsewhere.Reason {
+			resp = s.refuse(claimedElsewhere.Code, claimedElsewhere.Enhanced, claimedElsewhere.Text)
+		}
+	}
 	if resp == nil {
 		for _, o := range outs {
 			if o.decision.Action == policy.Reject {
@@ -98,6 +136,8 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		// Lists that took the post recorded its digests; the transaction
 		// is refused after all, so nobody got it: forget them, or the
 		// author's corrected re-send would be a replay on those lists.
+		// Only under our own claim (postID is set only then): a post
+		// another attempt is delivering keeps its digests.
 		for _, o := range outs {
 			if o.postID != nil {
 				if _, err := srv.opts.Store.ReleasePost(ctx, o.list.Address, o.postID); err != nil {
@@ -256,6 +296,8 @@ type postInfo struct {
 	kind       string
 	problems   []error
 	postID     []byte
+	claimed    []byte // the post id this attempt holds a claim on
+	holder     string // who holds the claim when another attempt does
 	holdID     int64
 	took       time.Duration
 	recipients int // members served by this attempt
@@ -331,7 +373,7 @@ func (u unionRing) EntitiesById(id uint64) []*openpgp.Entity {
 
 // decide maps the examination of msg through the policy of list p (the
 // i-th list of the examination). This is where a post is decided.
-func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex *examination, i int) (policy.Decision, *inbound.Result, postInfo, error) {
+func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex *examination, i int, owner string) (policy.Decision, *inbound.Result, postInfo, error) {
 	now := srv.opts.Now()
 	var info postInfo
 	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
@@ -399,9 +441,10 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 	if d.Action != policy.Accept && d.Action != policy.Hold {
 		return d, res, info, nil
 	}
-	// The post passes (or waits for a moderator): its digests go into the
-	// replay table now, settled by the database across hosts. A retry of
-	// the same transaction carries the same post id and is not a replay.
+	// The post passes (or waits for a moderator): claim it, then its
+	// digests go into the replay table, each settled by the database
+	// across hosts. A retry of the same transaction carries the same post
+	// id and is not a replay.
 	if len(res.SigDigests) > maxSignatures {
 		return problemDecision(&policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "limit-signatures",
 			Text: fmt.Sprintf("the post carries more than %d signatures", maxSignatures)}), res, info, nil
@@ -411,6 +454,30 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 		digests = append(digests, res.CiphertextDigest)
 	}
 	id := postID(hdr, msg)
+	// One attempt at a time delivers (or holds) a post, whichever host
+	// it runs on: while another holds a live claim, this one answers 451
+	// and touches nothing of the post. The claim comes before every
+	// record, so that whatever this attempt reads (complete or not,
+	// delivered to whom) no other attempt changes until it ends.
+	claimed, holder, err := srv.opts.Store.ClaimPost(ctx, p.Address, id, owner, claimLease, now)
+	if err != nil {
+		return policy.Decision{}, nil, info, fmt.Errorf("claim post: %w", err)
+	}
+	if !claimed && srv.deadLocalOwner(holder) {
+		// A process of this machine killed while it held the post: take
+		// its claim over now rather than when its lease ends.
+		if claimed, err = srv.opts.Store.TakeOverClaim(ctx, p.Address, id, holder, owner, claimLease, now); err != nil {
+			return policy.Decision{}, nil, info, fmt.Errorf("claim post: %w", err)
+		}
+		if claimed {
+			srv.opts.Log.Info("post claim taken over", "list", p.Address, "from", holder, "reason", "holder process gone")
+		}
+	}
+	if !claimed {
+		info.holder = holder
+		return claimedElsewhere, res, info, nil
+	}
+	info.claimed = id
 	if len(digests) == 0 {
 		// Nothing to tell a replay by (an unsigned plain post the policy
 		// allows); the id still guards the delivery records.
@@ -598,6 +665,9 @@ func (srv *Server) logDecision(s *session, info postInfo, o outcome) {
 	}
 	if info.holdID != 0 {
 		attrs = append(attrs, "hold_id", info.holdID)
+	}
+	if info.holder != "" {
+		attrs = append(attrs, "claimed_by", info.holder)
 	}
 	if o.decision.Action == policy.Accept && o.err == nil {
 		attrs = append(attrs, "recipients", info.recipients, "skipped", info.skipped)

@@ -46,7 +46,17 @@ type Server struct {
 	// listLocks serialise the OpenPGP work on one list's keys: go-crypto
 	// writes into shared key objects while it verifies and selects keys
 	// (caught by -race), and a list's keys are shared by its sessions.
+	// Exactly-once delivery does not rest on them: a claim in the store
+	// (claimOwner) settles which attempt, on this host or another,
+	// delivers a post; the lock only saves a second session on this host
+	// from racing the first to the database.
 	listLocks sync.Map // list address -> chan struct{} (capacity 1: a lock)
+
+	// claimOwner names this process in post claims (claimowner.go);
+	// each attempt at a post claims as claimOwner/claimSeq, so two
+	// sessions of one process are two owners too.
+	claimOwner string
+	claimSeq   atomic.Uint64
 
 	// Connection slots (slots.go).
 	mu        sync.Mutex
@@ -74,6 +84,7 @@ func NewServer(opts Options, policies *policy.Set) *Server {
 	}
 	s := &Server{opts: opts, conns: map[*trackedConn]struct{}{}, changed: make(chan struct{}, 1), done: make(chan struct{}),
 		keyCache: outbound.NewKeyCache()}
+	s.claimOwner = processOwner()
 	s.policies.Store(policies)
 	s.mil = &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return &session{srv: s} },

@@ -68,3 +68,25 @@ func (s *Store) ReleaseClaim(ctx context.Context, list string, postID []byte, ow
 	}
 	return n > 0, nil
 }
+
+// TakeOverClaim moves the claim on the post from a holder known to be
+// dead (a process of this machine that no longer runs) to owner before
+// its lease ends, in one statement: nothing changes unless from still
+// holds it, so of several attempts taking over from the same dead holder
+// exactly one succeeds.
+func (s *Store) TakeOverClaim(ctx context.Context, list string, postID []byte, from, owner string, lease time.Duration, now time.Time) (bool, error) {
+	if len(postID) == 0 || from == "" || owner == "" || lease <= 0 {
+		return false, fmt.Errorf("store: take over claim on %q: empty post id or owner, or no lease", list)
+	}
+	now = nowOr(now)
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE post_claims SET owner = ?, lease_until = ?, claimed_at = ?
+		WHERE list = ? AND post_id = ? AND owner = ?`), owner, ts(now.Add(lease)), now, list, postID, from)
+	if err != nil {
+		return false, fmt.Errorf("store: take over claim on %q: %w", list, err)
+	}
+	n, err := affected(res)
+	if err != nil {
+		return false, fmt.Errorf("store: take over claim on %q: %w", list, err)
+	}
+	return n == 1, nil
+}

@@ -139,3 +139,51 @@ func TestClaimPostLease(t *testing.T) {
 		}
 	})
 }
+
+// A claim whose holder is known dead is taken over before its lease ends,
+// by exactly one of the attempts that try, and only from that holder.
+func TestTakeOverClaim(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		mkList(t, s, listAddr)
+		post := []byte("post-1")
+		if c, _, err := s.ClaimPost(ctx, listAddr, post, "dead", lease, t0); err != nil || !c {
+			t.Fatal(c, err)
+		}
+		if ok, err := s.TakeOverClaim(ctx, listAddr, post, "someone-else", "x", lease, t0); err != nil || ok {
+			t.Fatalf("take-over from a non-holder: %v %v", ok, err)
+		}
+		var wg sync.WaitGroup
+		wins := make([]bool, 6)
+		for i := range wins {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok, err := s.TakeOverClaim(ctx, listAddr, post, "dead", fmt.Sprintf("new-%d", i), lease, t0.Add(time.Second))
+				if err != nil {
+					t.Error(err)
+				}
+				wins[i] = ok
+			}()
+		}
+		wg.Wait()
+		winner := -1
+		for i, w := range wins {
+			if w {
+				if winner >= 0 {
+					t.Fatalf("new-%d and new-%d both took over", winner, i)
+				}
+				winner = i
+			}
+		}
+		if winner < 0 {
+			t.Fatal("nobody took over")
+		}
+		if c, h, err := s.ClaimPost(ctx, listAddr, post, "dead", lease, t0.Add(time.Minute)); err != nil || c || h != fmt.Sprintf("new-%d", winner) {
+			t.Fatalf("after take-over: %v %q %v", c, h, err)
+		}
+		if ok, err := s.TakeOverClaim(ctx, listAddr, []byte("no-such-post"), "dead", "x", lease, t0); err != nil || ok {
+			t.Fatalf("take-over of no claim: %v %v", ok, err)
+		}
+	})
+}

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package milter
+
+// machineID is unknown here: claims of dead local processes wait for
+// their lease like any other.
+func machineID() string { return "" }
+
+func processGone(int) bool { return false }
