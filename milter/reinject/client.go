@@ -31,6 +31,7 @@ type client struct {
 	pipelined bool // the server advertised PIPELINING
 	eightBit  bool // the server advertised 8BITMIME
 	used      int  // transactions begun on this connection
+	spent     bool // not to be reused
 	born      time.Time
 	idleSince time.Time
 }
@@ -83,7 +84,9 @@ func dial(ctx context.Context, addr string) (*client, error) {
 }
 
 // bound makes ctx's deadline (or Timeout) the connection's and aborts
-// blocked I/O when ctx ends. The returned func undoes it.
+// blocked I/O when ctx ends. The returned func undoes it; when ctx ended
+// meanwhile, the connection is not reused (its deadline may yet be set
+// in the past).
 func (c *client) bound(ctx context.Context) func() {
 	dl, ok := ctx.Deadline()
 	if !ok {
@@ -92,7 +95,9 @@ func (c *client) bound(ctx context.Context) func() {
 	_ = c.conn.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
 	return func() {
-		stop()
+		if !stop() {
+			c.spent = true
+		}
 		_ = c.conn.SetDeadline(time.Time{})
 	}
 }
@@ -240,9 +245,15 @@ func (c *client) send(ctx context.Context, from string, to []string, msg io.Writ
 	if err := flush(); err != nil {
 		return Result{}, err
 	}
+	if len(res.Refused) > 0 {
+		// Postfix's smtpd counts refusals per connection until mail is
+		// delivered, and slows down (smtpd_soft_error_limit) or hangs up
+		// (smtpd_hard_error_limit) past its limits: the next batch gets a
+		// fresh connection, as it did when each had its own.
+		c.spent = true
+	}
 	if len(res.Accepted) == 0 {
-		// Every recipient was refused: no DATA, the session stays
-		// usable (RSET before its next transaction).
+		// Every recipient was refused: no DATA.
 		return res, nil
 	}
 	// DATA waits for the RCPT replies (RFC 2920 allows it in the group):

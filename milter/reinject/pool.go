@@ -116,9 +116,9 @@ func (p *Pool) get(ctx context.Context, fresh bool) (*client, error) {
 }
 
 // put returns a healthy connection to the idle list, or ends it when
-// it is MaxConnectionAge old.
+// it is spent or MaxConnectionAge old.
 func (p *Pool) put(c *client) {
-	if time.Since(c.born) >= MaxConnectionAge {
+	if c.spent || time.Since(c.born) >= MaxConnectionAge {
 		c.quit()
 		return
 	}

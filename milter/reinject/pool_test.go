@@ -225,9 +225,10 @@ func TestPoolDropsConnectionOnError(t *testing.T) {
 	}
 }
 
-// A transaction whose every recipient is refused leaves the connection
-// usable (RSET before the next one).
-func TestPoolAfterEveryRecipientRefused(t *testing.T) {
+// A transaction with a refused recipient ends its connection (Postfix's
+// smtpd counts refusals per connection until mail is delivered), and so
+// does a temporary refusal; the next message goes out on a new one.
+func TestPoolAfterRefusals(t *testing.T) {
 	s := newServer(t, map[string]*smtp.SMTPError{"a@x": unknown, "b@x": busy})
 	p := NewPool(s.addr, 1, time.Minute)
 	defer p.CloseIdle()
@@ -247,7 +248,32 @@ func TestPoolAfterEveryRecipientRefused(t *testing.T) {
 	if err != nil || len(res.Accepted) != 1 {
 		t.Fatalf("%+v %v", res, err)
 	}
-	if got, _ := s.taken(); len(got) != 2 || p.Dials() != 2 {
+	if got, _ := s.taken(); len(got) != 2 || p.Dials() != 4 {
 		t.Fatalf("server took %v, %d dials", got, p.Dials())
+	}
+}
+
+// A caller's deadline ends a stalled transaction; the connection is not
+// reused and the pool goes on.
+func TestPoolDeadline(t *testing.T) {
+	s := newCounting(t)
+	s.hook = func(c *smtp.Conn, n int) error {
+		if n == 1 {
+			time.Sleep(500 * time.Millisecond)
+		}
+		return nil
+	}
+	p := NewPool(s.addr, 1, time.Minute)
+	defer p.CloseIdle()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := p.Send(ctx, "l@x", []string{"a@x"}, bytes.NewReader(message(0))); err == nil {
+		t.Fatal("stalled transaction: no error")
+	}
+	if err := p.Send(context.Background(), "l@x", []string{"a@x"}, bytes.NewReader(message(1))); err != nil {
+		t.Fatal(err)
+	}
+	if p.Dials() != 2 {
+		t.Fatalf("%d dials", p.Dials())
 	}
 }
