@@ -151,9 +151,16 @@ func smtpError(pe *textproto.Error) *smtp.SMTPError {
 // fresh connection.
 var errNoTransaction = errors.New("connection closed before the transaction began")
 
+// window bounds one group of pipelined commands, in bytes: a client that
+// writes the whole group before reading replies "MUST ... make sure that
+// each group of commands fits entirely within the [TCP] window", usually
+// 4K octets (RFC 2920 §3.1). A batch of 50 members is one group.
+const window = 4096
+
 // send runs one transaction: [RSET,] MAIL and every RCPT in one write
-// when the server pipelines (RFC 2920), then DATA and the message. The error says at which stage it failed;
-// after any error the connection must be dropped.
+// when the server pipelines (RFC 2920), then DATA and the message. The
+// error says at which stage it failed; after any error the connection
+// must be dropped.
 func (c *client) send(ctx context.Context, from string, to []string, msg io.WriterTo, perRecipient bool) (Result, error) {
 	var res Result
 	stop := c.bound(ctx)
@@ -187,6 +194,11 @@ func (c *client) send(ctx context.Context, from string, to []string, msg io.Writ
 		return nil
 	}
 	queue := func(line string, reply func() error) error {
+		if len(replies) > 0 && w.Buffered()+len(line)+2 > window {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 		if _, err := w.WriteString(line + "\r\n"); err != nil {
 			return gone(err)
 		}
@@ -213,6 +225,9 @@ func (c *client) send(ctx context.Context, from string, to []string, msg io.Writ
 		if err := queue("RSET", stage("RSET", 250)); err != nil {
 			return Result{}, err
 		}
+	}
+	if err := validLine(from); err != nil {
+		return Result{}, fmt.Errorf("MAIL FROM:<%s>: %w", from, err)
 	}
 	mail := "MAIL FROM:<" + from + ">"
 	if c.eightBit {

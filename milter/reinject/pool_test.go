@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -275,5 +276,37 @@ func TestPoolDeadline(t *testing.T) {
 	}
 	if p.Dials() != 2 {
 		t.Fatalf("%d dials", p.Dials())
+	}
+}
+
+// A batch larger than one pipelined group (RFC 2920 §3.1: 4 KiB) goes
+// out in several groups, replies matched to recipients in order.
+func TestPoolManyRecipients(t *testing.T) {
+	refuse := map[string]*smtp.SMTPError{}
+	var to []string
+	for i := range 600 {
+		a := fmt.Sprintf("member-%04d@lists.example.org", i)
+		if i%7 == 3 {
+			refuse[a] = unknown
+		}
+		to = append(to, a)
+	}
+	s := newServer(t, refuse)
+	p := NewPool(s.addr, 1, time.Minute)
+	defer p.CloseIdle()
+	res, err := p.SendEach(context.Background(), "l@x", to, bytes.NewReader(message(0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Refused) != len(refuse) || len(res.Accepted) != len(to)-len(refuse) {
+		t.Fatalf("%d accepted, %d refused", len(res.Accepted), len(res.Refused))
+	}
+	for _, r := range res.Refused {
+		if refuse[r.Address] == nil {
+			t.Fatalf("%s reported refused", r.Address)
+		}
+	}
+	if got, _ := s.taken(); len(got) != 1 || !slices.Equal(got[0], res.Accepted) {
+		t.Fatal("server took other recipients")
 	}
 }
