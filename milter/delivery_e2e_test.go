@@ -302,9 +302,24 @@ func TestKilledDuringReinjectionDeliversExactlyOnce(t *testing.T) {
 			t.Fatalf("%s got %d copies\n%s", m, got[m], logs.String())
 		}
 	}
-	// A third send of the completed post is a replay.
-	if err := rig.Send(pf.SMTPAddr(), author, []string{list}, msg); !errors.As(err, &se) || se.Code != 550 {
-		t.Fatalf("resend after completion: %v", err)
+	// A third send of the completed post in the same envelope is the
+	// sender's MTA retrying: accepted, and nothing delivered again.
+	if err := rig.Send(pf.SMTPAddr(), author, []string{list}, msg); err != nil {
+		t.Fatalf("resend after completion: %v\n%s", err, logs.String())
+	}
+	if !strings.Contains(logs.String(), "reason=retry-of-completed") {
+		t.Fatalf("resend after completion not logged as retry-of-completed\n%s", logs.String())
+	}
+	// From another envelope sender it is a replay.
+	if err := rig.Send(pf.SMTPAddr(), "someone@example.net", []string{list}, msg); !errors.As(err, &se) || se.Code != 550 {
+		t.Fatalf("resend from another sender: %v", err)
+	}
+	time.Sleep(2 * time.Second) // what the resends would have delivered
+	got = copiesPerRecipient(pf.Sink().Messages(), "big-bounces@lists.example.org")
+	for _, m := range members {
+		if got[m] != 1 {
+			t.Fatalf("after the resends, %s got %d copies", m, got[m])
+		}
 	}
 }
 

@@ -37,8 +37,12 @@ func TestTwoHostsOnePostgres(t *testing.T) {
 	if r := a.send("alice@example.org", []string{milterfix.List}, post); r.action.Code != gomilter.ActAccept {
 		t.Fatalf("host A: %+v", r.action)
 	}
-	if r := b.send("alice@example.org", []string{milterfix.List}, post); r.code() != 550 || !strings.Contains(r.action.SMTPText, "already sent") {
+	if r := b.send("mallory@evil.example", []string{milterfix.List}, post); r.code() != 550 || !strings.Contains(r.action.SMTPText, "already sent") {
 		t.Fatalf("host B accepted a replay: %d %q", r.code(), r.action.SMTPText)
+	}
+	// The same envelope on host B: the sender's MTA retrying, discarded.
+	if r := b.send("alice@example.org", []string{milterfix.List}, post); r.action.Code != gomilter.ActDiscard || len(r.modacts) != 1 {
+		t.Fatalf("host B, retry of the completed post: %+v %+v", r.action, r.modacts)
 	}
 
 	// Warm both hosts' member caches with bob as a member.

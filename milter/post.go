@@ -99,7 +99,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		var info postInfo
 		err := exErr
 		if err == nil {
-			d, res, info, err = srv.decide(ctx, p, msg, ex, i, owner)
+			d, res, info, err = srv.decide(ctx, p, msg, ex, i, owner, s.from)
 		}
 		info.took = time.Since(start)
 		start = time.Now()
@@ -193,13 +193,14 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		}
 	}
 	// The post is done for every list that took it: from now on the same
-	// signature or ciphertext is a replay, not a retry.
+	// signature or ciphertext is a replay, not a retry, unless it comes
+	// again in this same envelope (retryOfCompleted).
 	for i := range outs {
 		o := &outs[i]
 		if o.postID == nil || (o.decision.Action != policy.Accept && o.decision.Action != policy.Hold) {
 			continue
 		}
-		if err := srv.opts.Store.MarkPostComplete(ctx, o.list.Address, o.postID, srv.opts.Now()); err != nil {
+		if err := srv.opts.Store.CompletePost(ctx, o.list.Address, o.postID, envelopeDigest(o.postID, s.from), srv.opts.Now()); err != nil {
 			o.err = fmt.Errorf("mark post complete: %w", err)
 			logAll()
 			return tempfail
@@ -371,9 +372,33 @@ func (u unionRing) EntitiesById(id uint64) []*openpgp.Entity {
 	return out
 }
 
+// retryOfCompleted answers the sender's MTA retrying a transaction whose
+// post was completed (the same post id in the same envelope, see
+// envelopeDigest): its MTA lost our answer (a timeout, a crash) and
+// tries again. The post went out; the list recipients are accepted and
+// dropped, so the MTA stops retrying, nothing is delivered twice and the
+// author gets no bounce for a post the list distributed.
+var retryOfCompleted = policy.Decision{Action: policy.Discard, Reason: "retry-of-completed"}
+
+// envelopeDigest identifies the envelope a post came in for one list:
+// the post id and the envelope sender (normalised; "" for the null
+// sender). The list recipients are the list the record is kept for: a
+// retry addressing the list under any spelling, with or without other
+// recipients and lists, is the same envelope for that list. The sender's
+// MTA retries a queue file with the sender it was queued with.
+func envelopeDigest(postID []byte, envelopeFrom string) []byte {
+	h := sha256.New()
+	h.Write([]byte("listcrypt envelope\x00"))
+	h.Write(postID)
+	h.Write([]byte{0})
+	h.Write([]byte(policy.NormalizeAddress(envelopeFrom)))
+	return h.Sum(nil)
+}
+
 // decide maps the examination of msg through the policy of list p (the
-// i-th list of the examination). This is where a post is decided.
-func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex *examination, i int, owner string) (policy.Decision, *inbound.Result, postInfo, error) {
+// i-th list of the examination), for a transaction from envelope sender
+// envFrom. This is where a post is decided.
+func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex *examination, i int, owner, envFrom string) (policy.Decision, *inbound.Result, postInfo, error) {
 	now := srv.opts.Now()
 	var info postInfo
 	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
@@ -478,28 +503,32 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 		return claimedElsewhere, res, info, nil
 	}
 	info.claimed = id
-	if len(digests) == 0 {
-		// Nothing to tell a replay by (an unsigned plain post the policy
-		// allows); the id still guards the delivery records.
-		info.postID = id
-		return d, res, info, nil
-	}
-	replayOf, err := srv.opts.Store.RecordPost(ctx, p.Address, id, digests, now)
-	if err != nil {
-		return policy.Decision{}, nil, info, fmt.Errorf("replay table: %w", err)
-	}
-	if replayOf == nil {
-		// Same post id: a retry of a transaction that did not finish
-		// resumes; a post that was completed once is a replay.
-		done, err := srv.opts.Store.PostComplete(ctx, p.Address, id)
+	// A digest recorded for another post id: a replay. (No digests: an
+	// unsigned plain post the policy allows; the id still guards the
+	// delivery records.)
+	if len(digests) > 0 {
+		replayOf, err := srv.opts.Store.RecordPost(ctx, p.Address, id, digests, now)
 		if err != nil {
 			return policy.Decision{}, nil, info, fmt.Errorf("replay table: %w", err)
 		}
-		f.Replay = done
-	} else {
-		f.Replay = true
+		if replayOf != nil {
+			f.Replay = true
+			return p.Decide(f, now), res, info, nil
+		}
 	}
-	if f.Replay {
+	// The same post id: a retry of a transaction that did not finish
+	// resumes. A post that was completed once is, in the envelope that
+	// completed it, the sender's MTA retrying (accepted and dropped);
+	// from any other envelope sender, a replay.
+	done, sameEnvelope, err := srv.opts.Store.CompletedFor(ctx, p.Address, id, envelopeDigest(id, envFrom))
+	if err != nil {
+		return policy.Decision{}, nil, info, fmt.Errorf("replay table: %w", err)
+	}
+	if done && sameEnvelope {
+		return retryOfCompleted, res, info, nil
+	}
+	if done {
+		f.Replay = true
 		return p.Decide(f, now), res, info, nil
 	}
 	info.postID = id

@@ -150,8 +150,8 @@ func TestRefusedRecipientStaysPerRecipient(t *testing.T) {
 		t.Error("post text in the milter log")
 	}
 
-	// A completed post sent again is a replay.
-	if err := rig.Send(pf.SMTPAddr(), author, []string{milterfix.List}, msg); !errors.As(err, &se) || se.Code != 550 {
+	// A completed post sent again by someone else is a replay.
+	if err := rig.Send(pf.SMTPAddr(), "someone@example.net", []string{milterfix.List}, msg); !errors.As(err, &se) || se.Code != 550 {
 		t.Fatalf("resend after completion: %v", err)
 	}
 }

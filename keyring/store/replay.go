@@ -188,6 +188,49 @@ func (s *Store) MarkPostComplete(ctx context.Context, list string, postID []byte
 	return nil
 }
 
+// CompletePost marks the post complete, as MarkPostComplete, and
+// records envelope, a digest of the envelope of the transaction that
+// completed it (the milter's: sender and list), in the replay table
+// under the post's id, in one transaction. A later transaction of the
+// same post with the same envelope digest is the sender's MTA retrying
+// one that was completed (CompletedFor). The envelope row is pruned with
+// the post's digests; a digest of the post id and the envelope cannot
+// be another post's digest.
+func (s *Store) CompletePost(ctx context.Context, list string, postID, envelope []byte, at time.Time) error {
+	if len(postID) == 0 || len(envelope) == 0 {
+		return fmt.Errorf("store: complete post on %q: empty post id or envelope", list)
+	}
+	at = nowOr(at)
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO replay (list, digest, post_id, seen_at)
+			VALUES (?, ?, ?, ?) ON CONFLICT (list, digest) DO NOTHING`), list, envelope, postID, at); err != nil {
+			return fmt.Errorf("envelope: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO posts_complete (list, post_id, completed_at)
+			VALUES (?, ?, ?) ON CONFLICT (list, post_id) DO NOTHING`), list, postID, at); err != nil {
+			return fmt.Errorf("mark: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: complete post on %q: %w", list, err)
+	}
+	return nil
+}
+
+// CompletedFor reports whether the post was marked complete and, if so,
+// whether envelope was recorded for it by CompletePost.
+func (s *Store) CompletedFor(ctx context.Context, list string, postID, envelope []byte) (complete, sameEnvelope bool, err error) {
+	if complete, err = s.PostComplete(ctx, list, postID); err != nil || !complete {
+		return complete, false, err
+	}
+	var n int
+	if err := s.db.GetContext(ctx, &n, s.q(`SELECT COUNT(*) FROM replay WHERE list = ? AND digest = ? AND post_id = ?`), list, envelope, postID); err != nil {
+		return true, false, fmt.Errorf("store: completed post's envelope on %q: %w", list, err)
+	}
+	return true, n > 0, nil
+}
+
 // PostComplete reports whether the post was marked complete.
 func (s *Store) PostComplete(ctx context.Context, list string, postID []byte) (bool, error) {
 	var n int
