@@ -3,14 +3,17 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq"  // registers "postgres"
+	"github.com/lib/pq"
 	_ "modernc.org/sqlite" // registers "sqlite"
 )
 
@@ -32,6 +35,11 @@ var (
 	ErrExpired = errors.New("expired")
 	// ErrUsed: a challenge has already been used.
 	ErrUsed = errors.New("already used")
+	// ErrUnavailable: no connection to the database server could be made
+	// (PostgreSQL stopped, restarting, unreachable or not answering
+	// within the DSN's connect_timeout). The caller should answer
+	// "try again later"; the store reconnects by itself on the next call.
+	ErrUnavailable = errors.New("database unreachable")
 )
 
 func init() {
@@ -47,7 +55,8 @@ type Store struct {
 
 // Open opens the database named by dsn without changing it; call
 // [Store.Migrate] before use. dsn is "sqlite:PATH" for an SQLite file, or a
-// lib/pq URL "postgres://..." / "postgresql://..." (carry sslmode in it).
+// lib/pq URL "postgres://..." / "postgresql://..." (carry sslmode in it;
+// connect_timeout, in seconds, defaults to [DefaultConnectTimeout]).
 func Open(ctx context.Context, dsn string) (*Store, error) {
 	var (
 		driver, source, engine string
@@ -72,7 +81,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		q.Set("_time_format", "sqlite")
 		driver, source, engine = "sqlite", path+"?"+q.Encode(), EngineSQLite
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		driver, source, engine = "postgres", dsn, EnginePostgres
+		driver, source, engine = "postgres", withConnectTimeout(dsn), EnginePostgres
 	default:
 		scheme, _, ok := strings.Cut(dsn, ":")
 		if !ok {
@@ -83,9 +92,24 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: unknown database scheme %q: want sqlite:PATH, postgres://... or postgresql://...", scheme)
 	}
-	db, err := sqlx.Open(driver, source)
-	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", engine, err)
+	var db *sqlx.DB
+	if engine == EnginePostgres {
+		c, err := pq.NewConnector(source)
+		if err != nil {
+			return nil, fmt.Errorf("store: open %s: %w", engine, err)
+		}
+		db = sqlx.NewDb(sql.OpenDB(dialErrors{c}), driver)
+		// A connection idle this long is closed rather than reused: one a
+		// firewall or NAT dropped silently would otherwise hang the next
+		// query until the caller's deadline. Connections to a server that
+		// restarted fail at once (lib/pq reports them bad) and are
+		// replaced within the same call.
+		db.SetConnMaxIdleTime(5 * time.Minute)
+	} else {
+		var err error
+		if db, err = sqlx.Open(driver, source); err != nil {
+			return nil, fmt.Errorf("store: open %s: %w", engine, err)
+		}
 	}
 	if err := db.PingContext(ctx); err != nil {
 		err = fmt.Errorf("store: connect to %s: %w", engine, err)
@@ -95,6 +119,42 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	return &Store{db: db, engine: engine}, nil
+}
+
+// DefaultConnectTimeout bounds connecting to PostgreSQL (TCP, TLS and
+// startup) when the DSN carries no connect_timeout and PGCONNECT_TIMEOUT
+// is unset. Without a bound lib/pq would wait for an unreachable host
+// until the caller's deadline (a post's is two minutes), holding a
+// connection slot of the MTA all that time.
+const DefaultConnectTimeout = 5 * time.Second
+
+// withConnectTimeout adds connect_timeout to a postgres:// URL that has
+// none.
+func withConnectTimeout(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return dsn // lib/pq reports it
+	}
+	q := u.Query()
+	if q.Has("connect_timeout") || os.Getenv("PGCONNECT_TIMEOUT") != "" {
+		return dsn
+	}
+	q.Set("connect_timeout", strconv.Itoa(int(DefaultConnectTimeout/time.Second)))
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// dialErrors marks a failure to connect to the server with
+// [ErrUnavailable], so that the one log line of a failed post says the
+// database is unreachable rather than only "connection refused".
+type dialErrors struct{ driver.Connector }
+
+func (c dialErrors) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return conn, nil
 }
 
 // Close closes the database.

@@ -57,7 +57,7 @@ var mainCalled atomic.Bool
 func Main(m *testing.M) {
 	mainCalled.Store(true)
 	code := m.Run()
-	if err := stopServer(); err != nil {
+	if err := srv.stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "storetest:", err)
 		if code == 0 {
 			code = 1
@@ -86,7 +86,7 @@ func PostgresDSN(t testing.TB) string {
 	if !mainCalled.Load() {
 		t.Fatal("storetest: call storetest.Main(m) from TestMain in this package (it stops the PostgreSQL server)")
 	}
-	srv.once.Do(startServer)
+	srv.once.Do(srv.start)
 	if srv.missing != "" {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("storetest: %s (CI is set, so this fails instead of skipping)", srv.missing)
@@ -163,8 +163,9 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// srv is the PostgreSQL server shared by the tests of one test binary.
-var srv struct {
+// server is a PostgreSQL server: the one shared by the tests of one test
+// binary (srv), or a private one a fault test stops and starts ([Server]).
+type server struct {
 	once    sync.Once
 	missing string // why the server is unavailable (skip, or fail on CI)
 	err     error  // the server should be there but is not
@@ -172,15 +173,21 @@ var srv struct {
 	admin   *sql.DB
 
 	// Set only for a server this process started.
+	bin    string
 	dir    string
 	data   string
+	sock   string
+	port   int
 	pgCtl  string
 	attr   *syscall.SysProcAttr
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
 
-func startServer() {
+// srv is the PostgreSQL server shared by the tests of one test binary.
+var srv = &server{}
+
+func (srv *server) start() {
 	if dsn := os.Getenv(EnvPostgres); dsn != "" {
 		u, err := url.Parse(dsn)
 		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
@@ -196,9 +203,9 @@ func startServer() {
 		srv.missing = err.Error()
 		return
 	}
-	if err := launch(bin); err != nil {
+	if err := srv.launch(bin); err != nil {
 		srv.err = err
-		if serr := stopServer(); serr != nil {
+		if serr := srv.stop(); serr != nil {
 			srv.err = errors.Join(err, serr)
 		}
 	}
@@ -233,7 +240,7 @@ func pgMajor(binDir string) float64 {
 	return v
 }
 
-func launch(bin string) error {
+func (srv *server) launch(bin string) error {
 	attr := &syscall.SysProcAttr{}
 	setParentDeathSignal(attr)
 	var uid, gid = -1, -1
@@ -268,6 +275,7 @@ func launch(bin string) error {
 		}
 	}
 	srv.pgCtl = filepath.Join(bin, "pg_ctl")
+	srv.bin, srv.sock = bin, sock
 
 	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", srv.data, "-U", "postgres",
 		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
@@ -285,7 +293,7 @@ func launch(bin string) error {
 		if err != nil {
 			return fmt.Errorf("postgres: %w", err)
 		}
-		retry, err := startPostgres(bin, sock, port)
+		retry, err := srv.startPostgres(port)
 		if err == nil {
 			return nil
 		}
@@ -311,7 +319,8 @@ func freePort() (int, error) {
 
 // startPostgres starts the server on port and waits until it accepts
 // connections. retry reports a failure worth another port.
-func startPostgres(bin, sock string, port int) (retry bool, err error) {
+func (srv *server) startPostgres(port int) (retry bool, err error) {
+	bin, sock := srv.bin, srv.sock
 	logPath := filepath.Join(srv.dir, "postgres.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -343,7 +352,7 @@ func startPostgres(bin, sock string, port int) (retry bool, err error) {
 		db, perr := connect(dsn, time.Second)
 		if perr == nil {
 			u, _ := url.Parse(dsn)
-			srv.base, srv.admin = u, db
+			srv.base, srv.admin, srv.port = u, db, port
 			return false, nil
 		}
 		select {
@@ -383,9 +392,22 @@ func tail(b []byte, n int) string {
 	return string(b)
 }
 
-// stopServer closes the admin connection and stops and removes a server
-// this process started. It is safe to call when nothing was started.
-func stopServer() error {
+// stop closes the admin connection and stops and removes a server this
+// process started. It is safe to call when nothing was started.
+func (srv *server) stop() error {
+	errs := []error{srv.halt()}
+	if srv.dir != "" {
+		if err := os.RemoveAll(srv.dir); err != nil {
+			errs = append(errs, err)
+		}
+		srv.dir = ""
+	}
+	return errors.Join(errs...)
+}
+
+// halt closes the admin connection and stops the server process (fast
+// shutdown: open sessions are terminated), keeping its data directory.
+func (srv *server) halt() error {
 	var errs []error
 	if srv.admin != nil {
 		if err := srv.admin.Close(); err != nil {
@@ -407,12 +429,6 @@ func stopServer() error {
 			errs = append(errs, errors.New("postgres did not exit"))
 		}
 		srv.cmd = nil
-	}
-	if srv.dir != "" {
-		if err := os.RemoveAll(srv.dir); err != nil {
-			errs = append(errs, err)
-		}
-		srv.dir = ""
 	}
 	return errors.Join(errs...)
 }
