@@ -771,9 +771,11 @@ EOF
 }
 
 send_replay() {
-	step "Someone replays alice's post (the very same message again): refused"
+	step "Someone replays alice's captured post (same ciphertext, new Message-ID): refused"
+	say "(the very same transaction again, from alice's own MTA, counts as its retry: accepted, nothing sent twice)"
 	local reply rc=0
-	send_mail "$DIR/post/post.eml" "$SENDER@$MEMBER_DOMAIN" "$LIST" "$DIR/post/replay.reply" || rc=$?
+	sed 's/^Message-ID: <demo-/Message-ID: <replayed-demo-/' "$DIR/post/post.eml" >"$DIR/post/replay.eml"
+	send_mail "$DIR/post/replay.eml" "mallory@$MEMBER_DOMAIN" "$LIST" "$DIR/post/replay.reply" || rc=$?
 	reply=$(cat "$DIR/post/replay.reply")
 	say "SMTP reply: $reply"
 	REPLAY_REPLY=$reply
