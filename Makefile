@@ -3,8 +3,8 @@ GO       ?= go
 BIN      := bin
 FUZZTIME ?= 20s
 # Fuzz targets: package:target
-FUZZ_TARGETS := ./milter/inbound:FuzzExamine ./keyring:FuzzParseMemberKey ./keyring/workflow:FuzzParseCommand \
-	./keyring/workflow:FuzzEntityText ./policy:FuzzParse ./policy:FuzzListRecipient ./policy/config:FuzzParse
+FUZZ_TARGETS := ./milter/inbound:FuzzExamine ./keyring:FuzzParseMemberKey ./milter/workflow:FuzzParseCommand \
+	./milter/workflow:FuzzEntityText ./policy:FuzzParse ./policy:FuzzListRecipient ./policy/config:FuzzParse
 
 .PHONY: build test vet demo bench fuzz fuzz-short clean
 

@@ -8,6 +8,8 @@ import (
 	"crypto"
 	"time"
 
+	"github.com/listcrypt/listcrypt/policy/config"
+
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
@@ -58,5 +60,15 @@ func PacketConfig(l Limits, now func() time.Time) *packet.Config {
 		// RSA below 2047 bits is weak (2047, not 2048: GnuPG once made
 		// 2047-bit "2048-bit" keys); this is also go-crypto's default.
 		MinRSABits: 2047,
+	}
+}
+
+// ConfigLimits returns the OpenPGP limits of the site config.
+func ConfigLimits(c *config.Config) Limits {
+	return Limits{
+		MaxDecompressed:  c.Limits.MaxDecompressedSize.Bytes,
+		MaxPKESK:         c.Limits.MaxPKESK,
+		MaxKeySize:       c.Limits.MaxKeySize.Bytes,
+		MaxKeySignatures: c.Limits.MaxKeySignatures,
 	}
 }

@@ -64,7 +64,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	d := &Daemon{cfg: cfg, st: st, ln: ln, log: log, closed: make(chan struct{})}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.srv = NewServer(Options{Store: st, Keys: keyring.NewCache(st, pass, cfg.KeyLimits()), Config: cfg, Log: log}, set)
+	d.srv = NewServer(Options{Store: st, Keys: keyring.NewCache(st, pass, keyring.ConfigLimits(cfg)), Config: cfg, Log: log}, set)
 	log.Info("listening", "listen", cfg.Milter.Listen, "lists", len(set.Lists), "database", st.Engine())
 	return d, nil
 }

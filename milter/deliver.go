@@ -64,7 +64,7 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 	for _, r := range dl.refused {
 		delivered[r.Address] = true
 	}
-	cfg := keyring.PacketConfig(srv.opts.Config.KeyLimits(), srv.opts.Now)
+	cfg := keyring.PacketConfig(keyring.ConfigLimits(srv.opts.Config), srv.opts.Now)
 	var encrypted []outbound.Recipient
 	var clear []string
 	addrs := make([]string, 0, len(members.Active))
@@ -110,7 +110,7 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 		KeepSenderSignature: p.Distribute.KeepSenderSignature,
 		ListHeaders:         outbound.ListHeaders{RequestAddress: p.RequestAddress(), UnsubscribeURL: p.Distribute.UnsubscribeURL},
 		Now:                 srv.opts.Now,
-		Limits:              srv.opts.Config.KeyLimits(),
+		Limits:              keyring.ConfigLimits(srv.opts.Config),
 		KeyCache:            srv.keyCache,
 	}
 	var batches []outbound.Batch

@@ -255,7 +255,7 @@ func (srv *Server) sendNotices(ctx context.Context, p *policy.Policy, to []strin
 	if err != nil {
 		return n, err
 	}
-	cfg := keyring.PacketConfig(srv.opts.Config.KeyLimits(), srv.opts.Now)
+	cfg := keyring.PacketConfig(keyring.ConfigLimits(srv.opts.Config), srv.opts.Now)
 	var listKey *openpgp.Entity
 	var errs []error
 	for _, addr := range to {
@@ -314,7 +314,7 @@ func composeNotice(p *policy.Policy, to, subject, text string, key, listKey *ope
 	}
 	w, err := openpgp.EncryptWithParams(aw, []*openpgp.Entity{key}, nil, &openpgp.EncryptParams{
 		Signers: []*openpgp.Entity{listKey},
-		Config:  keyring.PacketConfig(c.KeyLimits(), func() time.Time { return now }),
+		Config:  keyring.PacketConfig(keyring.ConfigLimits(c), func() time.Time { return now }),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encrypt notice to %s: %w", keyring.Fingerprint(key), err)

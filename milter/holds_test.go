@@ -64,7 +64,7 @@ func (e *holdEnv) server(t *testing.T, reinjectAddr string) (*milter.Server, *po
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := milter.NewServer(milter.Options{Store: e.site.Admin.Store, Keys: keyring.NewCache(e.site.Admin.Store, pass, cfg.KeyLimits()),
+	srv := milter.NewServer(milter.Options{Store: e.site.Admin.Store, Keys: keyring.NewCache(e.site.Admin.Store, pass, keyring.ConfigLimits(&cfg)),
 		Config: &cfg, Now: func() time.Time { return e.now }, Log: slog.New(slog.NewTextHandler(e.logs, nil))}, set)
 	return srv, set.Lookup(milterfix.List)
 }

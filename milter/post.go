@@ -571,7 +571,7 @@ func signedFromProblem(res *inbound.Result, from string) *policy.Problem {
 func InboundLimits(c *config.Config) inbound.Limits {
 	l := c.Limits
 	return inbound.Limits{MaxMIMEDepth: l.MaxMIMEDepth, MaxMIMEParts: l.MaxMIMEParts,
-		MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: c.KeyLimits()}
+		MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: keyring.ConfigLimits(c)}
 }
 
 // PostID returns the id of the post msg (see postID).
@@ -605,7 +605,7 @@ func (srv *Server) hold(ctx context.Context, s *session, p *policy.Policy, msg [
 	if err != nil {
 		return 0, err
 	}
-	sealed, err := keyring.EncryptTo(msg, []*openpgp.Entity{listKey}, srv.opts.Config.KeyLimits(), srv.opts.Now)
+	sealed, err := keyring.EncryptTo(msg, []*openpgp.Entity{listKey}, keyring.ConfigLimits(srv.opts.Config), srv.opts.Now)
 	if err != nil {
 		return 0, fmt.Errorf("seal held post: %w", err)
 	}

@@ -20,10 +20,10 @@ import (
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/keyring/pgptest"
 	"github.com/listcrypt/listcrypt/keyring/store"
-	"github.com/listcrypt/listcrypt/keyring/workflow"
-	"github.com/listcrypt/listcrypt/keyring/workflow/wftest"
 	"github.com/listcrypt/listcrypt/milter"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
+	"github.com/listcrypt/listcrypt/milter/workflow"
+	"github.com/listcrypt/listcrypt/milter/workflow/wftest"
 )
 
 // envMain makes the test binary act as listcrypt-responder, so the

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/listcrypt/listcrypt/keyring/store"
-	"github.com/listcrypt/listcrypt/keyring/workflow"
+	"github.com/listcrypt/listcrypt/milter/workflow"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
 

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/listcrypt/listcrypt/keyring"
-	"github.com/listcrypt/listcrypt/keyring/admin"
 	"github.com/listcrypt/listcrypt/keyring/store"
-	"github.com/listcrypt/listcrypt/keyring/workflow"
+	"github.com/listcrypt/listcrypt/milter/admin"
+	"github.com/listcrypt/listcrypt/milter/workflow"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
 

@@ -11,9 +11,9 @@ import (
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
-	"github.com/listcrypt/listcrypt/keyring/workflow"
-	"github.com/listcrypt/listcrypt/keyring/workflow/wftest"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
+	"github.com/listcrypt/listcrypt/milter/workflow"
+	"github.com/listcrypt/listcrypt/milter/workflow/wftest"
 )
 
 // subscribeByMail takes addr through subscribe, key set and key confirm

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
-	"github.com/listcrypt/listcrypt/keyring/workflow/wftest"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
+	"github.com/listcrypt/listcrypt/milter/workflow/wftest"
 )
 
 // progLine returns the argv of the include file's "|program" line.

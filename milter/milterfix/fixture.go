@@ -24,7 +24,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/listcrypt/listcrypt/keyring"
-	"github.com/listcrypt/listcrypt/keyring/admin"
+	"github.com/listcrypt/listcrypt/milter/admin"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
 )

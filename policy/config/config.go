@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/policy/tomlx"
 )
 
@@ -306,14 +305,4 @@ func ParseListen(s string) (network, addr string, err error) {
 		return "tcp", rest, nil
 	}
 	return "", "", fmt.Errorf("milter listen %q: unknown socket type %q (unix, inet)", s, scheme)
-}
-
-// KeyLimits returns the OpenPGP limits of the config.
-func (c *Config) KeyLimits() keyring.Limits {
-	return keyring.Limits{
-		MaxDecompressed:  c.Limits.MaxDecompressedSize.Bytes,
-		MaxPKESK:         c.Limits.MaxPKESK,
-		MaxKeySize:       c.Limits.MaxKeySize.Bytes,
-		MaxKeySignatures: c.Limits.MaxKeySignatures,
-	}
 }

@@ -101,7 +101,7 @@ func (r *Responder) parseKey(rq *request) (mk *keyring.MemberKey, refusal string
 	case len(blocks) > 1:
 		return nil, "Your message holds several keys. Please send exactly one public key."
 	}
-	mk, err := keyring.ParseMemberKey(blocks[0], r.Config.KeyLimits(), rq.now)
+	mk, err := keyring.ParseMemberKey(blocks[0], keyring.ConfigLimits(r.Config), rq.now)
 	if err == nil {
 		err = mk.OnlyAddress(rq.from)
 	}
@@ -114,7 +114,7 @@ func (r *Responder) parseKey(rq *request) (mk *keyring.MemberKey, refusal string
 	if r.mayQuote(rq) && errors.As(err, &kre) {
 		return nil, kre.Text
 	}
-	return nil, keyRefusalText(rq, err, r.Config.KeyLimits())
+	return nil, keyRefusalText(rq, err, keyring.ConfigLimits(r.Config))
 }
 
 func (r *Responder) keySet(ctx context.Context, rq *request) error {
@@ -271,11 +271,11 @@ func (r *Responder) keyRevoke(ctx context.Context, rq *request) error {
 	if m == nil || rq.memberE == nil {
 		return r.refuse(ctx, rq, "no key", "You have no key on "+rq.p.Address, textNoKeyToRevoke(rq))
 	}
-	keyRevs, subRevs := findRevocations(rq.content.keys, rq.memberE, r.Config.KeyLimits())
+	keyRevs, subRevs := findRevocations(rq.content.keys, rq.memberE, keyring.ConfigLimits(r.Config))
 	if len(keyRevs) == 0 && len(subRevs) == 0 {
 		return r.refuse(ctx, rq, "no revocation", "Your revocation for "+rq.p.Address+" was refused", textNoRevocation(rq))
 	}
-	e, err := keyring.ParseStoredKey(m.PublicKey, r.Config.KeyLimits())
+	e, err := keyring.ParseStoredKey(m.PublicKey, keyring.ConfigLimits(r.Config))
 	if err != nil {
 		return err
 	}
@@ -288,7 +288,7 @@ func (r *Responder) keyRevoke(ctx context.Context, rq *request) error {
 		}
 	}
 	merged := keyring.PublicKeyBytes(e)
-	mk, perr := keyring.ParseMemberKey(merged, r.Config.KeyLimits(), rq.now)
+	mk, perr := keyring.ParseMemberKey(merged, keyring.ConfigLimits(r.Config), rq.now)
 	if perr == nil {
 		perr = mk.OnlyAddress(rq.from)
 	}

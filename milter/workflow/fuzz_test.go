@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/listcrypt/listcrypt/keyring/workflow"
+	"github.com/listcrypt/listcrypt/milter/workflow"
 )
 
 // FuzzParseCommand: command parsing never panics, and what it accepts is

@@ -102,7 +102,7 @@ func New(cfg *config.Config, st *store.Store, log *slog.Logger) (*Responder, err
 		Config:   cfg,
 		Store:    st,
 		Policies: set,
-		Keys:     keyring.NewCache(st, pass, cfg.KeyLimits()),
+		Keys:     keyring.NewCache(st, pass, keyring.ConfigLimits(cfg)),
 		Mail:     ReinjectMailer{Address: cfg.Reinject.Address},
 		Log:      log,
 		Now:      time.Now,
@@ -320,7 +320,7 @@ func (r *Responder) loadMember(ctx context.Context, rq *request) error {
 	default:
 		rq.member = &m
 		if len(m.PublicKey) > 0 {
-			e, err := keyring.ParseStoredKey(m.PublicKey, r.Config.KeyLimits())
+			e, err := keyring.ParseStoredKey(m.PublicKey, keyring.ConfigLimits(r.Config))
 			if err != nil {
 				return fmt.Errorf("registered key of %s: %w", rq.from, err)
 			}
@@ -333,7 +333,7 @@ func (r *Responder) loadMember(ctx context.Context, rq *request) error {
 	}
 	rq.pendE = map[string]*openpgp.Entity{}
 	for _, pk := range rq.pending {
-		e, err := keyring.ParseStoredKey(pk.PublicKey, r.Config.KeyLimits())
+		e, err := keyring.ParseStoredKey(pk.PublicKey, keyring.ConfigLimits(r.Config))
 		if err != nil {
 			return fmt.Errorf("pending key %s of %s: %w", pk.Fingerprint, rq.from, err)
 		}
@@ -358,7 +358,7 @@ func (r *Responder) open(rq *request, msg []byte) error {
 	res, err := inbound.Examine(inbound.Input{
 		Message: msg, ListKey: rq.listKey, Signers: keyring.NewMemberKeyRing(reg), Now: rq.now,
 		Limits: inbound.Limits{MaxMIMEDepth: l.MaxMIMEDepth, MaxMIMEParts: l.MaxMIMEParts,
-			MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: r.Config.KeyLimits()},
+			MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: keyring.ConfigLimits(r.Config)},
 	})
 	if err != nil {
 		return fmt.Errorf("examine the command mail: %w", err)
@@ -478,7 +478,7 @@ func (r *Responder) usableKey(rq *request) *openpgp.Entity {
 	if rq.memberE == nil {
 		return nil
 	}
-	cfg := keyring.PacketConfig(r.Config.KeyLimits(), func() time.Time { return rq.now })
+	cfg := keyring.PacketConfig(keyring.ConfigLimits(r.Config), func() time.Time { return rq.now })
 	if _, err := rq.memberE.EncryptionKeyWithError(rq.now, cfg); err != nil {
 		return nil
 	}
@@ -559,7 +559,7 @@ func (r *Responder) composeReply(rq *request, subject, text string, encryptTo *o
 	if key != "" {
 		m.Key, m.KeyName = key, rq.p.Address+".asc"
 	}
-	data, err := compose(m, rq.listKey, rq.now, r.Rand, r.Config.KeyLimits())
+	data, err := compose(m, rq.listKey, rq.now, r.Rand, keyring.ConfigLimits(r.Config))
 	if err != nil {
 		return nil, fmt.Errorf("compose reply to %s: %w", rq.from, err)
 	}
@@ -567,7 +567,7 @@ func (r *Responder) composeReply(rq *request, subject, text string, encryptTo *o
 }
 
 func (r *Responder) send(ctx context.Context, p *policy.Policy, listKey *openpgp.Entity, m mail, now time.Time) error {
-	data, err := compose(m, listKey, now, r.Rand, r.Config.KeyLimits())
+	data, err := compose(m, listKey, now, r.Rand, keyring.ConfigLimits(r.Config))
 	if err != nil {
 		return fmt.Errorf("compose mail to %s: %w", m.To, err)
 	}

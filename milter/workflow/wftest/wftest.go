@@ -19,8 +19,8 @@ import (
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
 	"github.com/listcrypt/listcrypt/keyring"
-	"github.com/listcrypt/listcrypt/keyring/workflow"
 	"github.com/listcrypt/listcrypt/milter/inbound"
+	"github.com/listcrypt/listcrypt/milter/workflow"
 )
 
 // Sent is one message a Capture received.

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/listcrypt/listcrypt/keyring/store"
-	"github.com/listcrypt/listcrypt/keyring/workflow/wftest"
+	"github.com/listcrypt/listcrypt/milter/workflow/wftest"
 )
 
 // blockingMailer holds every submission until release is closed.

@@ -136,7 +136,7 @@ func (s *Site) ExportListKey(ctx context.Context, address string) (string, error
 	if err != nil {
 		return "", err
 	}
-	e, err := keyring.ParseStoredKey(l.PublicKey, s.Config.KeyLimits())
+	e, err := keyring.ParseStoredKey(l.PublicKey, keyring.ConfigLimits(s.Config))
 	if err != nil {
 		return "", fmt.Errorf("list key of %s: %w", l.Address, err)
 	}
@@ -165,7 +165,7 @@ func (s *Site) AddMember(ctx context.Context, list, address string, keyData []by
 	if !policy.ValidAddress(addr) {
 		return "", fmt.Errorf("member address %q is not an email address", address)
 	}
-	mk, err := keyring.ParseMemberKey(keyData, s.Config.KeyLimits(), s.Now())
+	mk, err := keyring.ParseMemberKey(keyData, keyring.ConfigLimits(s.Config), s.Now())
 	if err != nil {
 		return "", fmt.Errorf("key for %s: %w", addr, err)
 	}
@@ -245,12 +245,12 @@ func (s *Site) ShowHold(ctx context.Context, id int64) (*HeldPost, error) {
 	if err != nil {
 		return nil, err
 	}
-	cache := keyring.NewCache(s.Store, pass, s.Config.KeyLimits())
+	cache := keyring.NewCache(s.Store, pass, keyring.ConfigLimits(s.Config))
 	key, err := cache.ListKey(ctx, h.List)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := keyring.DecryptWith(h.Message, key, s.Config.Limits.MaxMessageSize.Bytes, s.Config.KeyLimits())
+	raw, err := keyring.DecryptWith(h.Message, key, s.Config.Limits.MaxMessageSize.Bytes, keyring.ConfigLimits(s.Config))
 	if err != nil {
 		return nil, fmt.Errorf("open held post %d: %w", id, err)
 	}
@@ -375,7 +375,7 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 			}
 		}
 	}()
-	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, s.Config.KeyLimits()),
+	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, keyring.ConfigLimits(s.Config)),
 		Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}, set)
 	n, err := srv.Distribute(dctx, p, hp.Raw)
 	cancel(nil)
@@ -455,7 +455,7 @@ func (s *Site) ExpireHolds(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, s.Config.KeyLimits()),
+	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, keyring.ConfigLimits(s.Config)),
 		Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}, set)
 	return srv.ExpireHolds(ctx, s.Now())
 }

@@ -17,9 +17,9 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
-	"github.com/listcrypt/listcrypt/keyring/workflow"
-	"github.com/listcrypt/listcrypt/keyring/workflow/wftest"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
+	"github.com/listcrypt/listcrypt/milter/workflow"
+	"github.com/listcrypt/listcrypt/milter/workflow/wftest"
 )
 
 const (

@@ -3,7 +3,7 @@ package admin
 import (
 	"context"
 
-	"github.com/listcrypt/listcrypt/keyring/workflow"
+	"github.com/listcrypt/listcrypt/milter/workflow"
 )
 
 // responder is the key workflow engine over this site (it mails

@@ -124,7 +124,7 @@ func (r *Responder) Approve(ctx context.Context, list, addr string) (PendingEntr
 		step.ExpectPending = &store.PendingKey{Fingerprint: e.Fingerprint, State: store.PendingConfirmed}
 		step.DropPending = true
 	}
-	ent, err := keyring.ParseStoredKey(bin, r.Config.KeyLimits())
+	ent, err := keyring.ParseStoredKey(bin, keyring.ConfigLimits(r.Config))
 	if err != nil {
 		return e, fmt.Errorf("key %s of %s: %w", e.Fingerprint, e.Address, err)
 	}
@@ -157,7 +157,7 @@ func (r *Responder) Reject(ctx context.Context, list, addr string) (PendingEntry
 	if len(m.PublicKey) > 0 {
 		// The key the subscriber holds: the pending one for a
 		// subscription, the registered one for a refused change.
-		if ent, err := keyring.ParseStoredKey(m.PublicKey, r.Config.KeyLimits()); err == nil {
+		if ent, err := keyring.ParseStoredKey(m.PublicKey, keyring.ConfigLimits(r.Config)); err == nil {
 			tell = ent
 		}
 	}
@@ -187,7 +187,7 @@ func (r *Responder) notice(ctx context.Context, p *policy.Policy, to string, key
 		return err
 	}
 	if key != nil {
-		cfg := keyring.PacketConfig(r.Config.KeyLimits(), func() time.Time { return now })
+		cfg := keyring.PacketConfig(keyring.ConfigLimits(r.Config), func() time.Time { return now })
 		if _, err := key.EncryptionKeyWithError(now, cfg); err != nil {
 			key = nil
 		}
@@ -201,14 +201,14 @@ func (r *Responder) notice(ctx context.Context, p *policy.Policy, to string, key
 // in "listcrypt member pending" either way.
 func (r *Responder) notifyModerators(ctx context.Context, p *policy.Policy, listKey *openpgp.Entity, e PendingEntry, now time.Time) {
 	told := 0
-	cfg := keyring.PacketConfig(r.Config.KeyLimits(), func() time.Time { return now })
+	cfg := keyring.PacketConfig(keyring.ConfigLimits(r.Config), func() time.Time { return now })
 	for _, mod := range p.Moderators {
 		m, err := r.Store.GetMember(ctx, p.Address, mod)
 		if err != nil || m.State != store.MemberActive || len(m.PublicKey) == 0 {
 			r.Log.Warn("moderator has no key on the list; not told", "list", p.Address, "moderator", mod)
 			continue
 		}
-		key, err := keyring.ParseStoredKey(m.PublicKey, r.Config.KeyLimits())
+		key, err := keyring.ParseStoredKey(m.PublicKey, keyring.ConfigLimits(r.Config))
 		if err == nil {
 			_, err = key.EncryptionKeyWithError(now, cfg)
 		}
