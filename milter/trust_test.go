@@ -31,6 +31,7 @@ import (
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/pgptest"
+	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 	"github.com/listcrypt/listcrypt/milter/outbound"
 	"github.com/listcrypt/listcrypt/policy"
@@ -727,16 +728,16 @@ func TestMembersReadExactlyTheSignedBytes(t *testing.T) {
 		{"inline PGP, encrypted and signed", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
 			tx := uniq(text, n)
 			return append([]byte(hdr(n)+"Content-Type: text/plain\r\n\r\n"), armorBlock(t, "PGP MESSAGE", encryptEntity(t, []byte(tx), list(f), f.alice, true))...),
-				[]byte(inboundTextHeader + tx)
+				[]byte(inbound.TextHeader + tx)
 		}},
 		{"cleartext signature inside the encryption", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
 			tx := uniq(text, n)
 			return pgpMIMEPost(t, hdr(n), encryptEntity(t, []byte("Content-Type: text/plain\r\n\r\n"+clearsignText(t, f.alice, tx)), list(f), nil, false)),
-				[]byte(inboundTextHeader + tx)
+				[]byte(inbound.TextHeader + tx)
 		}},
 		{"cleartext signature, not encrypted", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
 			tx := uniq(text, n)
-			return []byte(hdr(n) + "Content-Type: text/plain\r\n\r\n" + clearsignText(t, f.alice, tx)), []byte(inboundTextHeader + tx)
+			return []byte(hdr(n) + "Content-Type: text/plain\r\n\r\n" + clearsignText(t, f.alice, tx)), []byte(inbound.TextHeader + tx)
 		}},
 		{"signed PGP MESSAGE, not encrypted", func(t *testing.T, f *fixture, n int) ([]byte, []byte) {
 			tx := uniq(text, n)
@@ -747,7 +748,7 @@ func TestMembersReadExactlyTheSignedBytes(t *testing.T) {
 			}
 			w.Write([]byte(tx))
 			w.Close()
-			return []byte(hdr(n) + "Content-Type: text/plain\r\n\r\n" + armorBlock(t, "PGP MESSAGE", b.Bytes())), []byte(inboundTextHeader + tx)
+			return []byte(hdr(n) + "Content-Type: text/plain\r\n\r\n" + armorBlock(t, "PGP MESSAGE", b.Bytes())), []byte(inbound.TextHeader + tx)
 		}},
 	}
 	for _, keep := range []bool{false, true} {
@@ -786,8 +787,6 @@ func TestMembersReadExactlyTheSignedBytes(t *testing.T) {
 	}
 }
 
-const inboundTextHeader = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-
 // clearsign returns text in the cleartext signature framework, CRLF.
 func clearsignText(t *testing.T, signer *openpgp.Entity, text string) string {
 	t.Helper()
@@ -819,15 +818,15 @@ func keptPart(t *testing.T, entity []byte, author *openpgp.Entity) []byte {
 		}
 		return first
 	}
-	if bytes.HasPrefix(entity, []byte(inboundTextHeader+"-----BEGIN PGP SIGNED MESSAGE-----")) {
-		b, _ := clearsign.Decode(entity[len(inboundTextHeader):])
+	if bytes.HasPrefix(entity, []byte(inbound.TextHeader+"-----BEGIN PGP SIGNED MESSAGE-----")) {
+		b, _ := clearsign.Decode(entity[len(inbound.TextHeader):])
 		if b == nil {
 			t.Fatalf("cleartext block does not parse:\n%s", entity)
 		}
 		if _, _, err := openpgp.VerifyDetachedSignature(openpgp.EntityList{author}, bytes.NewReader(b.Bytes), b.ArmoredSignature.Body, cfg); err != nil {
 			t.Fatalf("author's cleartext signature does not verify: %v", err)
 		}
-		return append([]byte(inboundTextHeader), b.Bytes...)
+		return append([]byte(inbound.TextHeader), b.Bytes...)
 	}
 	return entity // inline PGP MESSAGE: the list's signature only
 }
