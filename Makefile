@@ -21,6 +21,16 @@ test: vet
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-short FUZZTIME=10s
 
+# The multi-host races, 1,000 of each instead of make test's 200: two
+# milter daemons on one real PostgreSQL (TestTwoHostsRaceForOnePost), and
+# two real Postfix hosts each with its own milter on one PostgreSQL
+# (TestTwoPostfixHostsRaceForOnePost). CI=1: fails, not skips, without
+# PostgreSQL or Postfix.
+.PHONY: race-long
+race-long:
+	CI=1 LISTCRYPT_RACE_TRIALS=1000 LISTCRYPT_MULTIHOST_TRIALS=1000 $(GO) test -race -count=1 -timeout 60m -v \
+		-run '^(TestTwoHostsRaceForOnePost|TestTwoPostfixHostsRaceForOnePost)$$' ./milter/
+
 fuzz-short:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
