@@ -24,9 +24,8 @@ import (
 type delivery struct {
 	list    *policy.Policy
 	postID  []byte
-	inPlace *outbound.Batch // batch 1, to rewrite the transaction with
-	count   int             // recipients served by this attempt
-	skipped []string        // "address: reason" of members left out
+	count   int      // recipients served by this attempt
+	skipped []string // "address: reason" of members left out
 	// refused are the members the MTA refused permanently at
 	// reinjection, in this attempt or an earlier one of the same post.
 	refused []store.RefusedRecipient
@@ -37,11 +36,10 @@ type delivery struct {
 // one symmetric encryption, key packets per batch (milter/outbound).
 // Batches go to the reinjection listener, each recorded in the store
 // right after the MTA took it, so that a retried transaction delivers to
-// nobody twice; when inPlace is set, batch 1 is returned to rewrite the
-// current transaction instead. A member the listener refuses permanently
+// nobody twice. A member the listener refuses permanently
 // (5xx at RCPT TO) is left out of this post, recorded and named to the
 // owners; the others are served. Any error means: tempfail, retry later.
-func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, res *inbound.Result, postID []byte, inPlace bool) (*delivery, error) {
+func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, res *inbound.Result, postID []byte) (*delivery, error) {
 	now := srv.opts.Now()
 	dl := &delivery{list: p, postID: postID}
 	members, err := srv.opts.Keys.Members(ctx, p.Address)
@@ -128,13 +126,7 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, re
 	for i := range batches {
 		batches[i].Number += lastBatch
 	}
-	start := 0
-	if inPlace && len(batches) > 0 {
-		dl.inPlace = &batches[0]
-		dl.count += len(batches[0].Recipients)
-		start = 1
-	}
-	if err := srv.submitBatches(ctx, dl, batches[start:]); err != nil {
+	if err := srv.submitBatches(ctx, dl, batches); err != nil {
 		return nil, err
 	}
 	if len(clear) > 0 {
@@ -313,7 +305,7 @@ func (srv *Server) Distribute(ctx context.Context, p *policy.Policy, msg []byte)
 	if err != nil {
 		return 0, err
 	}
-	dl, err := srv.deliver(ctx, p, msg, res, id, false)
+	dl, err := srv.deliver(ctx, p, msg, res, id)
 	if err != nil {
 		return 0, err
 	}

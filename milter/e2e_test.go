@@ -40,8 +40,10 @@ func TestEndToEndThroughPostfix(t *testing.T) {
 	}
 	g.Import([]byte(listArmored))
 
+	_, sock, _ := strings.Cut(site.Config.Milter.Listen, ":")
+	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + sock})
+	site.Config.Reinject.Address = pf.ReinjectAddr()
 	d, logs := startDaemon(t, site)
-	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + d.Addr().String()})
 	list := []*openpgp.Entity{site.ListKey}
 
 	send := func(from string, to []string, msg []byte) error {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/milter"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
@@ -68,6 +70,9 @@ func startDaemon(t testing.TB, site *milterfix.Site) (*milter.Daemon, *logBuf) {
 type mta struct {
 	t      testing.TB
 	client *gomilter.Client
+	// sink, when set, is the reinjection listener: each result carries
+	// the copies that arrived there during its transaction.
+	sink *rig.Sink
 }
 
 func newMTA(t testing.TB, d *milter.Daemon) *mta {
@@ -88,6 +93,46 @@ type result struct {
 	stage   string // where the milter gave its final answer
 	action  *gomilter.Action
 	modacts []gomilter.ModifyAction
+	copies  []rig.Delivered // reinjected during the transaction (mta.sink)
+	watched bool            // mta.sink was set: copies is what was reinjected
+}
+
+// delivered says whether the post went out: accepted, and (when the
+// reinjection listener is watched) copies reinjected.
+func (r result) delivered() bool {
+	return r.accepted() && (!r.watched || len(r.copies) > 0)
+}
+
+// accepted says whether the MTA would answer the sender 250: the milter
+// accepted, or discarded a transaction whose only recipients were lists
+// (every copy reinjected, or a retry of a completed post).
+func (r result) accepted() bool {
+	return r.action.Code == gomilter.ActAccept || r.action.Code == gomilter.ActDiscard
+}
+
+// recipients is the sorted set of members the transaction's copies went
+// to.
+func (r result) recipients() []string {
+	var out []string
+	for _, c := range r.copies {
+		for _, a := range c.To {
+			out = append(out, strings.Trim(a, "<>"))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// copyTo is the reinjected copy that went to addr (nil if none).
+func (r result) copyTo(addr string) []byte {
+	for _, c := range r.copies {
+		for _, a := range c.To {
+			if strings.EqualFold(strings.Trim(a, "<>"), addr) {
+				return c.Data
+			}
+		}
+	}
+	return nil
 }
 
 func (r result) code() int {
@@ -166,11 +211,19 @@ func (m *mta) sendOn(s *gomilter.ClientSession, from string, rcpts []string, msg
 	if err := s.Macros(gomilter.CodeEOB, "i", "QID123"); err != nil {
 		t.Fatal(err)
 	}
+	before := 0
+	if m.sink != nil {
+		before = len(m.sink.Messages())
+	}
 	acts, a, err := s.End()
 	if err != nil {
 		t.Fatalf("end: %v", err)
 	}
-	return result{stage: "eom", action: a, modacts: acts}
+	r := result{stage: "eom", action: a, modacts: acts}
+	if m.sink != nil {
+		r.copies, r.watched = m.sink.Messages()[before:], true
+	}
+	return r
 }
 
 func unfold(h string) []string {
@@ -201,6 +254,7 @@ func newFixture(t *testing.T, policy string) *fixture {
 	f.mallory = milterfix.NewKey(t, "mallory@evil.example")
 	f.d, f.logs = startDaemon(t, site)
 	f.mta = newMTA(t, f.d)
+	f.mta.sink = site.Reinjected
 	return f
 }
 
@@ -248,7 +302,7 @@ func TestInboundDecisions(t *testing.T) {
 				t.Fatalf("final answer at %s, want end of message", r.stage)
 			}
 			if tc.code == 0 {
-				if r.action.Code != gomilter.ActAccept {
+				if !r.delivered() {
 					t.Fatalf("got %+v, want accept", r.action)
 				}
 			} else if r.code() != tc.code || !strings.Contains(r.action.SMTPText, tc.text) {
@@ -264,7 +318,7 @@ func TestInboundDecisions(t *testing.T) {
 func TestReplayRefused(t *testing.T) {
 	f := newFixture(t, "")
 	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: f.alice, EncryptTo: []*openpgp.Entity{f.site.ListKey}, Body: "once"})
-	if r := f.mta.send("alice@example.org", []string{milterfix.List}, msg); r.action.Code != gomilter.ActAccept {
+	if r := f.mta.send("alice@example.org", []string{milterfix.List}, msg); !r.delivered() {
 		t.Fatalf("first: %+v", r.action)
 	}
 	// The same post again from another envelope sender: a replay. (From
@@ -295,7 +349,7 @@ func TestRetryOfUnfinishedPostIsNotReplay(t *testing.T) {
 	if replayOf, err := f.site.Admin.Store.RecordPost(ctx, milterfix.List, id, [][]byte{[]byte("first-attempt-digest")}, time.Now()); err != nil || replayOf != nil {
 		t.Fatal(replayOf, err)
 	}
-	if r := f.mta.send("alice@example.org", []string{milterfix.List}, msg); r.action.Code != gomilter.ActAccept {
+	if r := f.mta.send("alice@example.org", []string{milterfix.List}, msg); !r.delivered() {
 		t.Fatalf("retry of an unfinished post: %+v", r.action)
 	}
 	if r := f.mta.send("alice@example.org", []string{milterfix.List}, msg); r.action.Code != gomilter.ActDiscard || !strings.Contains(f.logs.String(), "reason=retry-of-completed") {
@@ -397,7 +451,7 @@ func TestReloadKeepsLastGoodPolicy(t *testing.T) {
 	if err := f.d.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.post(milterfix.Post{From: "alice@example.org", Body: "plain ok now"}); r.action.Code != gomilter.ActAccept {
+	if r := f.post(milterfix.Post{From: "alice@example.org", Body: "plain ok now"}); !r.delivered() {
 		t.Fatalf("after reload: %+v", r.action)
 	}
 }
@@ -425,7 +479,7 @@ func TestConcurrentPosts(t *testing.T) {
 			if i%2 == 1 {
 				from = "bob@example.org"
 			}
-			if r := f.mta.send(from, []string{milterfix.List}, msg); r.action.Code != gomilter.ActAccept {
+			if r := f.mta.send(from, []string{milterfix.List}, msg); !r.delivered() {
 				errs <- fmt.Sprintf("post %d: %+v", i, r.action)
 			}
 		}()
@@ -459,7 +513,7 @@ func TestNoPlaintextInRepliesOrLogs(t *testing.T) {
 		"Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" +
 		strings.ReplaceAll(ct.String(), "\n", "\r\n") + "\r\n--b--\r\n"
 	r := f.mta.send("alice@example.org", []string{milterfix.List}, []byte(msg))
-	if r.action.Code == gomilter.ActAccept {
+	if r.accepted() {
 		t.Fatal("the malformed inner entity was accepted")
 	}
 	if strings.Contains(r.action.SMTPText, secret) {
@@ -480,16 +534,10 @@ func TestKeepSenderSignature(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := f.post(milterfix.Post{From: "alice@example.org", SignWith: f.alice, EncryptTo: []*openpgp.Entity{f.site.ListKey}, Body: "signed by alice"})
-	if r.action.Code != gomilter.ActAccept {
+	if !r.delivered() {
 		t.Fatalf("%+v", r.action)
 	}
-	var body []byte
-	for _, m := range r.modacts {
-		if m.Code == gomilter.ActReplBody {
-			body = append(body, m.Body...)
-		}
-	}
-	payload := milterfix.DecryptCopy(t, body, f.bob, f.site.ListKey)
+	payload := milterfix.DecryptCopy(t, r.copyTo("bob@example.org"), f.bob, f.site.ListKey)
 	_, _, inner, perr := outbound.PayloadParts(payload)
 	if perr != nil {
 		t.Fatal(perr)

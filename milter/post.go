@@ -149,12 +149,13 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		return resp
 	}
 
-	// Hold, then deliver every accepted post. The transaction itself
-	// becomes batch 1 when it carries exactly one list and nobody else;
-	// otherwise every batch is reinjected and the list recipients leave
-	// the transaction, so other recipients get the original untouched.
-	inPlace := len(s.lists) == 1 && len(s.others) == 0
-	var rewrite *delivery
+	// Hold, then deliver every accepted post. Every batch is reinjected
+	// and committed by the MTA before we answer; the list recipients
+	// leave the transaction, and the transaction is discarded when they
+	// were its only recipients (others get the original untouched). The
+	// transaction itself never carries a copy: whether the MTA committed
+	// it after our answer is something we could not know
+	// (docs/outbound.md, "Batch 1 in place, or every batch reinjected").
 	for i := range outs {
 		o := &outs[i]
 		start := time.Now()
@@ -163,11 +164,8 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 			infos[i].holdID, o.err = srv.hold(ctx, s, o.list, msg, o.decision)
 		case policy.Accept:
 			var dl *delivery
-			if dl, o.err = srv.deliver(ctx, o.list, msg, o.res, o.postID, inPlace); o.err == nil {
+			if dl, o.err = srv.deliver(ctx, o.list, msg, o.res, o.postID); o.err == nil {
 				infos[i].recipients, infos[i].skipped = dl.count, len(dl.skipped)
-				if dl.inPlace != nil {
-					rewrite = dl
-				}
 			}
 		}
 		infos[i].took += time.Since(start)
@@ -176,19 +174,11 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 			return tempfail
 		}
 	}
-	if rewrite != nil {
-		if err := srv.rewrite(s, m, rewrite); err != nil {
-			outs[0].err = fmt.Errorf("rewrite transaction: %w", err)
-			logAll()
-			return tempfail
-		}
-	} else {
-		for _, o := range outs {
-			for _, rcpt := range s.rcptOf[o.list.Address] {
-				if err := m.DeleteRecipient(rcpt); err != nil {
-					srv.opts.Log.Error("delete recipient", "queue_id", s.queueID, "list", o.list.Address, "err", err)
-					return tempfail
-				}
+	for _, o := range outs {
+		for _, rcpt := range s.rcptOf[o.list.Address] {
+			if err := m.DeleteRecipient(rcpt); err != nil {
+				srv.opts.Log.Error("delete recipient", "queue_id", s.queueID, "list", o.list.Address, "err", err)
+				return tempfail
 			}
 		}
 	}
@@ -217,77 +207,11 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 			}
 		}
 	}
-	if rewrite == nil && len(s.others) == 0 {
+	if len(s.others) == 0 {
 		return gomilter.RespDiscard
 	}
 	return gomilter.RespAccept
 }
-
-// rewrite turns the current transaction into batch 1 (milter actions):
-// envelope sender, recipients, header fields (all but trace fields are
-// replaced) and body, sent in pieces of at most 65,535 bytes cut at line
-// ends (Postfix and Sendmail concatenate consecutive body packets).
-func (srv *Server) rewrite(s *session, m *gomilter.Modifier, dl *delivery) error {
-	b := dl.inPlace
-	if err := m.ChangeFrom("<" + b.EnvelopeFrom + ">"); err != nil {
-		return err
-	}
-	for _, rcpt := range s.rcptOf[dl.list.Address] {
-		if err := m.DeleteRecipient(rcpt); err != nil {
-			return err
-		}
-	}
-	for _, r := range b.Recipients {
-		if err := m.AddRecipient(r); err != nil {
-			return err
-		}
-	}
-	// Delete from the last occurrence of each name down, so indexes do
-	// not shift under us.
-	counts := map[string]int{}
-	var order []string
-	for _, name := range s.headerNames {
-		k := strings.ToLower(name)
-		if k == "received" || k == "return-path" {
-			continue
-		}
-		if counts[k] == 0 {
-			order = append(order, name)
-		}
-		counts[k]++
-	}
-	for _, name := range order {
-		for i := counts[strings.ToLower(name)]; i >= 1; i-- {
-			if err := m.ChangeHeader(i, name, ""); err != nil {
-				return err
-			}
-		}
-	}
-	for _, f := range b.Header() {
-		if err := m.AddHeader(f.Name, f.Value); err != nil {
-			return err
-		}
-	}
-	body := b.Body()
-	for len(body) > 0 {
-		n := len(body)
-		if n > maxBodyPacket {
-			n = bytes.LastIndexByte(body[:maxBodyPacket], '\n') + 1
-			if n <= 0 {
-				n = maxBodyPacket
-			}
-		}
-		if err := m.ReplaceBody(body[:n]); err != nil {
-			return err
-		}
-		body = body[n:]
-	}
-	return nil
-}
-
-// maxBodyPacket is the largest body piece the MTAs accept in one packet
-// (libmilter's chunk size; LIBRARY-NOTES).
-const maxBodyPacket = 65535
 
 // postInfo is what the log line says about a post.
 type postInfo struct {

@@ -28,7 +28,7 @@ func TestRetryOfCompletedPost(t *testing.T) {
 	list := []*openpgp.Entity{f.site.ListKey}
 	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: f.alice, EncryptTo: list, Body: "retried"})
 	first := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
-	if first.action.Code != gomilter.ActAccept || len(added(first.modacts)) != 2 {
+	if !first.delivered() || len(first.recipients()) != 2 {
 		t.Fatalf("first: %+v %v", first.action, first.modacts)
 	}
 

@@ -13,18 +13,20 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/emersion/go-message/textproto"
-	gomilter "github.com/emersion/go-milter"
 
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
 
-// outerFields returns the header fields the milter added to batch 1.
-func outerFields(r result) map[string]string {
+// outerFields returns the header fields of the copy reinjected for bob.
+func outerFields(t testing.TB, r result) map[string]string {
+	t.Helper()
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(r.copyTo("bob@example.org"))))
+	if err != nil {
+		t.Fatalf("copy for bob: %v", err)
+	}
 	out := map[string]string{}
-	for _, m := range r.modacts {
-		if m.Code == gomilter.ActAddHeader || m.Code == gomilter.ActInsertHeader {
-			out[m.HeaderName] = m.HeaderValue
-		}
+	for fs := h.Fields(); fs.Next(); {
+		out[fs.Key()] = fs.Value()
 	}
 	return out
 }
@@ -41,11 +43,11 @@ func TestSignedDisplayNameIsNotTheAuthors(t *testing.T) {
 				"\r\nSubject: payroll change\r\n\r\nPlease use the new account.\r\n"
 			msg := pgpMIMEPost(t, outerHeader("alice@example.org", "..."), encryptEntity(t, []byte(entity), list, f.alice, true))
 			r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
-			if r.action.Code != gomilter.ActAccept {
+			if !r.delivered() {
 				t.Fatalf("%d %s", r.code(), r.action.SMTPText)
 			}
 			v := f.copyFor(t, r, f.bob)
-			outer := outerFields(r)["From"]
+			outer := outerFields(t, r)["From"]
 			t.Logf("outer From: %s | inner From: %s | notice %q", outer, v.header.Get("From"), v.notice)
 			if strings.Contains(strings.ToLower(outer), "bob") || strings.Contains(strings.ToLower(v.header.Get("From")), "bob") {
 				t.Errorf("Alice's post reads as Bob's: outer From %q, protected From %q", outer, v.header.Get("From"))
@@ -72,12 +74,12 @@ func TestOuterFromTailNeverReachesMembers(t *testing.T) {
 			// is changed on the way.
 			msg := pgpMIMEPost(t, outerHeader(from, "..."), encryptEntity(t, []byte(entity), list, f.alice, true))
 			r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
-			if r.action.Code != gomilter.ActAccept {
+			if !r.delivered() {
 				t.Logf("refused: %d %s", r.code(), r.action.SMTPText)
 				return
 			}
 			v := f.copyFor(t, r, f.bob)
-			of := outerFields(r)
+			of := outerFields(t, r)
 			t.Logf("protected From: %s\n outer From: %s\n outer Reply-To: %s", v.header.Get("From"), of["From"], of["Reply-To"])
 			for _, s := range []string{v.header.Get("From"), of["From"], of["Reply-To"]} {
 				if strings.Contains(s, "evil") || strings.Contains(strings.ToLower(s), "bob") || strings.Contains(s, "g:;") || strings.HasSuffix(s, ",>") {
@@ -113,7 +115,7 @@ func TestInlineTextReframedAsEntity(t *testing.T) {
 				}
 				return
 			}
-			if r.action.Code != gomilter.ActAccept {
+			if !r.delivered() {
 				t.Fatalf("refused: %d %s", r.code(), r.action.SMTPText)
 			}
 			v := f.copyFor(t, r, f.bob)
@@ -218,7 +220,7 @@ func TestReviewProbesThatHeld(t *testing.T) {
 		inner := signedMultipart("", "B", "", first, armorBlock(t, "PGP SIGNATURE", sb.Bytes()), "")
 		msg := pgpMIMEPost(t, outerHeader("alice@example.org", "..."), encryptEntity(t, []byte(inner), list, nil, false))
 		r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
-		if r.action.Code == gomilter.ActAccept {
+		if r.accepted() {
 			if v := f.copyFor(t, r, f.bob); !bytes.Equal(v.entity, []byte(first)) {
 				t.Errorf("entity %q", v.entity)
 			}
@@ -231,7 +233,7 @@ func TestReviewProbesThatHeld(t *testing.T) {
 		msg := pgpMIMEPost(t, outerHeader("alice@example.org", "..."), encryptEntity(t, []byte(inner), list, f.alice, true))
 		r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
 		t.Logf("%d %s", r.code(), r.action.SMTPText)
-		if r.action.Code == gomilter.ActAccept {
+		if r.accepted() {
 			v := f.copyFor(t, r, f.bob)
 			t.Logf("From %q; entity is Bob's multipart/signed: %v", v.header.Get("From"), bytes.Equal(v.entity, []byte(inner)))
 		}
@@ -240,14 +242,14 @@ func TestReviewProbesThatHeld(t *testing.T) {
 		e := "Content-Type: text/plain; hp=\"cipher\"\r\nFrom: alice@example.org\r\nTo: devs@lists.example.org\r\nSubject: a\r\n\tb\rBcc: x@y\r\nReply-To: r@example.org\r\n\r\nbody\r\n"
 		msg := pgpMIMEPost(t, outerHeader("alice@example.org", "..."), encryptEntity(t, []byte(e), list, f.alice, true))
 		r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
-		if r.action.Code != gomilter.ActAccept {
+		if !r.delivered() {
 			t.Fatalf("%d %s", r.code(), r.action.SMTPText)
 		}
 		v := f.copyFor(t, r, f.bob)
 		checkPayloadFields(t, v.header)
-		for _, m := range r.modacts {
-			if strings.ContainsAny(m.HeaderValue, "\r\n") {
-				t.Errorf("outer field %s carries a line break: %q", m.HeaderName, m.HeaderValue)
+		for name, value := range outerFields(t, r) {
+			if strings.ContainsAny(value, "\r\n") {
+				t.Errorf("outer field %s carries a line break: %q", name, value)
 			}
 		}
 	})

@@ -70,9 +70,10 @@ type Server struct {
 }
 
 // Actions the milter may perform; Sendmail drops a milter that asks for
-// more than it uses (LIBRARY-NOTES), so this is exactly what we use.
-const actions = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptRemoveRcpt | gomilter.OptAddRcpt |
-	gomilter.OptChangeBody | gomilter.OptChangeFrom
+// more than it uses (LIBRARY-NOTES), so this is exactly what we use: the
+// list recipients leave a transaction whose post was reinjected batch by
+// batch, held or taken for a retry. The milter never changes a message.
+const actions = gomilter.OptRemoveRcpt
 
 // NewServer returns a server for the given policies.
 func NewServer(opts Options, policies *policy.Set) *Server {

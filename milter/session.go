@@ -17,17 +17,16 @@ import (
 type session struct {
 	srv *Server
 
-	queueID     string
-	from        string
-	policies    *policy.Set
-	lists       []*policy.Policy    // list recipients, in RCPT order
-	rcptOf      map[string][]string // list address -> every RCPT TO spelling the MTA wrote
-	others      []string            // non-list recipients
-	header      bytes.Buffer        // the header block, CRLF, as received
-	headerNames []string            // field names in order, for rewriting
-	body        bytes.Buffer
-	maxSize     int64
-	tooBig      bool
+	queueID  string
+	from     string
+	policies *policy.Set
+	lists    []*policy.Policy    // list recipients, in RCPT order
+	rcptOf   map[string][]string // list address -> every RCPT TO spelling the MTA wrote
+	others   []string            // non-list recipients
+	header   bytes.Buffer        // the header block, CRLF, as received
+	body     bytes.Buffer
+	maxSize  int64
+	tooBig   bool
 }
 
 func (s *session) reset() {
@@ -84,7 +83,6 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	// is rebuilt with CRLF throughout.
 	value = strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n")
 	fmt.Fprintf(&s.header, "%s: %s\r\n", name, value)
-	s.headerNames = append(s.headerNames, name)
 	return gomilter.RespContinue, nil
 }
 

@@ -32,6 +32,9 @@ func TestIdleClientsDoNotStarvePostfix(t *testing.T) {
 	// Long enough that no timeout frees a slot during the test.
 	m.HandshakeTimeout = tomlx.NewDuration("10m")
 	m.IdleTimeout = tomlx.NewDuration("10m")
+	_, sock, _ := strings.Cut(m.Listen, ":")
+	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + sock})
+	site.Config.Reinject.Address = pf.ReinjectAddr()
 	d, logs := startDaemon(t, site)
 
 	pg, err := user.LookupGroup("postfix")
@@ -46,7 +49,6 @@ func TestIdleClientsDoNotStarvePostfix(t *testing.T) {
 		t.Fatalf("socket mode %v group %s, want 0660 group postfix (%s)", fi.Mode().Perm(), gid, pg.Gid)
 	}
 
-	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + d.Addr().String()})
 	var crowd []net.Conn
 	for range m.MaxConnections {
 		crowd = append(crowd, idleSession(t, d.Addr()))

@@ -156,14 +156,17 @@ type memberView struct {
 	all    []byte // the whole decrypted payload
 }
 
-// copyFor decrypts the rewritten transaction (batch 1) as member.
+// copyFor decrypts the copy the transaction reinjected for member.
 func (f *fixture) copyFor(t testing.TB, r result, member *openpgp.Entity) memberView {
 	t.Helper()
 	var body []byte
-	for _, m := range r.modacts {
-		if m.Code == gomilter.ActReplBody {
-			body = append(body, m.Body...)
+	for _, id := range member.Identities {
+		if body = r.copyTo(id.UserId.Email); body != nil {
+			break
 		}
+	}
+	if body == nil {
+		t.Fatalf("no copy reinjected for %s", keyring.Fingerprint(member))
 	}
 	pt := milterfix.DecryptCopy(t, body, member, f.site.ListKey)
 	h, n, e, err := outbound.PayloadParts(pt)
@@ -256,7 +259,7 @@ func TestDistributedBytesAreVerifiedBytes(t *testing.T) {
 						msg = append([]byte(outerHeader("alice@example.org", "hello")), entity...)
 					}
 					r := f.mta.send("mallory@evil.example", []string{milterfix.List}, msg)
-					if r.action.Code != gomilter.ActAccept {
+					if !r.delivered() {
 						t.Logf("refused: %d %s", r.code(), r.action.SMTPText)
 						return
 					}
@@ -317,7 +320,7 @@ func TestAuthorIsTheCheckedSender(t *testing.T) {
 		entity := "Content-Type: text/plain; hp=\"cipher\"\r\nFrom: \"Alice A.\" <Alice@Example.org>\r\nTo: devs@lists.example.org\r\nSubject: the real subject\r\nReply-To: alice-replies@example.org\r\n\r\nhello\r\n"
 		msg := pgpMIMEPost(t, outerHeader("\"Bob\" <alice@example.org>", "..."), encryptEntity(t, []byte(entity), list, f.alice, true))
 		r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
-		if r.action.Code != gomilter.ActAccept {
+		if !r.delivered() {
 			t.Fatalf("%d %s", r.code(), r.action.SMTPText)
 		}
 		v := f.copyFor(t, r, f.bob)
@@ -342,7 +345,7 @@ func TestAuthorIsTheCheckedSender(t *testing.T) {
 		hdr := strings.Replace(outerHeader("\"Bob via devs\" <alice@example.org>", "outer subject"), "MIME-Version", "Reply-To: bob@example.org\r\nMIME-Version", 1)
 		msg := pgpMIMEPost(t, hdr, encryptEntity(t, []byte(inner), list, nil, false))
 		r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
-		if r.action.Code != gomilter.ActAccept {
+		if !r.delivered() {
 			t.Fatalf("%d %s", r.code(), r.action.SMTPText)
 		}
 		v := f.copyFor(t, r, f.bob)
@@ -436,7 +439,7 @@ func TestSurreptitiousForwarding(t *testing.T) {
 					r := f.mta.send("eve@outside.example", []string{milterfix.List}, shape.build(t, f, private(tc.extra)))
 					switch tc.code {
 					case 0:
-						if r.action.Code != gomilter.ActAccept {
+						if !r.delivered() {
 							t.Fatalf("%d %s", r.code(), r.action.SMTPText)
 						}
 						v := f.copyFor(t, r, f.bob)
@@ -478,8 +481,8 @@ func TestSurreptitiousForwarding(t *testing.T) {
 				signed := decryptPackets(t, bin, eveKey)
 				msg := pgpMIMEPost(t, outerHeader("alice@example.org", "..."), sealPackets(t, signed, f.site.ListKey))
 				r := f.mta.send("eve@outside.example", []string{milterfix.List}, msg)
-				if tc.ok != (r.action.Code == gomilter.ActAccept) {
-					t.Fatalf("accepted=%v, want %v: %d %s", r.action.Code == gomilter.ActAccept, tc.ok, r.code(), r.action.SMTPText)
+				if tc.ok != (r.accepted()) {
+					t.Fatalf("accepted=%v, want %v: %d %s", r.accepted(), tc.ok, r.code(), r.action.SMTPText)
 				}
 				if !tc.ok && !strings.Contains(r.action.SMTPText, "names other recipients") {
 					t.Fatalf("%q", r.action.SMTPText)
@@ -640,7 +643,7 @@ func TestTextModeSignatureReplay(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, "")
 			f.site.Register(t, carol.addr, carolKey)
-			if r := f.mta.send(carol.addr, []string{milterfix.List}, original(t, f.site.ListKey)); r.action.Code != gomilter.ActAccept {
+			if r := f.mta.send(carol.addr, []string{milterfix.List}, original(t, f.site.ListKey)); !r.delivered() {
 				t.Fatalf("the post itself: %d %s", r.code(), r.action.SMTPText)
 			}
 			r := f.mta.send("mallory@evil.example", []string{milterfix.List}, tc.variant(t, f.site.ListKey))
@@ -764,7 +767,7 @@ func TestMembersReadExactlyTheSignedBytes(t *testing.T) {
 				t.Run(sh.name, func(t *testing.T) {
 					msg, want := sh.build(t, f, n)
 					r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
-					if r.action.Code != gomilter.ActAccept {
+					if !r.delivered() {
 						t.Fatalf("refused: %d %s", r.code(), r.action.SMTPText)
 					}
 					for name, member := range map[string]*openpgp.Entity{"alice": f.alice, "bob": f.bob} {
@@ -905,15 +908,11 @@ func TestBoundedWork(t *testing.T) {
 	t.Run("member post under max_size goes out compressed", func(t *testing.T) {
 		msg := compressedPost(t, "alice@example.org", 900<<10, f.alice, list...)
 		r := f.mta.send("alice@example.org", []string{milterfix.List}, msg)
-		if r.action.Code != gomilter.ActAccept {
+		if !r.delivered() {
 			t.Fatalf("%d %s", r.code(), r.action.SMTPText)
 		}
-		var body int
-		for _, m := range r.modacts {
-			if m.Code == gomilter.ActReplBody {
-				body += len(m.Body)
-			}
-		}
+		_, cp, _ := bytes.Cut(r.copyTo("bob@example.org"), []byte("\r\n\r\n"))
+		body := len(cp)
 		t.Logf("post %d bytes (900 KiB inside), copy %d bytes", len(msg), body)
 		if body > 4*len(msg)+16<<10 {
 			t.Fatalf("a %d byte post goes out as a %d byte copy", len(msg), body)
@@ -995,7 +994,7 @@ func TestSeveralListsOneTransaction(t *testing.T) {
 	// refused transaction, so it is not a replay there.
 	first := msg
 	corrected := bytes.Replace(first, []byte("@attack.example>"), []byte(".corrected@attack.example>"), 1)
-	if r := f.mta.send("alice@example.org", []string{milterfix.List}, corrected); r.action.Code != gomilter.ActAccept {
+	if r := f.mta.send("alice@example.org", []string{milterfix.List}, corrected); !r.delivered() {
 		t.Fatalf("corrected re-send to devs: %d %q", r.code(), r.action.SMTPText)
 	}
 	// Signed for devs only (its intended recipients name devs' key) but

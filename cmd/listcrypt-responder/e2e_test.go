@@ -143,7 +143,7 @@ func startRig(t *testing.T) *rigSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src = bytes.Replace(src, []byte(`"127.0.0.1:1"`), []byte(strconv.Quote(pf.ReinjectAddr())), 1)
+	src = bytes.Replace(src, []byte(strconv.Quote(site.Config.Reinject.Address)), []byte(strconv.Quote(pf.ReinjectAddr())), 1)
 	if err := os.WriteFile(site.Config.File, src, 0o644); err != nil {
 		t.Fatal(err)
 	}

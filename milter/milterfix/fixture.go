@@ -23,6 +23,7 @@ import (
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/emersion/go-message/textproto"
 
+	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/milter/admin"
 	"github.com/listcrypt/listcrypt/policy"
@@ -39,6 +40,10 @@ type Site struct {
 	Admin   *admin.Site
 	ListKey *openpgp.Entity // public part
 	Members map[string]*openpgp.Entity
+	// Reinjected records what the milter reinjected when Options.Reinject
+	// was empty: an SMTP server in the test process standing in for the
+	// MTA's reinjection listener (every copy of a post arrives there).
+	Reinjected *rig.Sink
 }
 
 // Options adjust the fixture.
@@ -47,7 +52,8 @@ type Options struct {
 	Policy string
 	// Listen is the milter socket spec; default a unix socket in Dir.
 	Listen string
-	// Reinject is the reinjection address.
+	// Reinject is the reinjection address; default a recording SMTP
+	// server (Site.Reinjected).
 	Reinject string
 	// Database overrides the SQLite default.
 	Database string
@@ -68,8 +74,10 @@ func New(t testing.TB, o Options) *Site {
 	if o.Listen == "" {
 		o.Listen = "unix:" + filepath.Join(dir, "run", "milter.sock")
 	}
+	var sink *rig.Sink
 	if o.Reinject == "" {
-		o.Reinject = "127.0.0.1:1"
+		sink = rig.NewSink(t)
+		o.Reinject = sink.Addr()
 	}
 	if o.Database == "" {
 		o.Database = "sqlite:state/state.db"
@@ -129,7 +137,7 @@ level = "debug"
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Site{Dir: dir, Config: cfg, Admin: a, ListKey: lk[0], Members: map[string]*openpgp.Entity{}}
+	s := &Site{Dir: dir, Config: cfg, Admin: a, ListKey: lk[0], Members: map[string]*openpgp.Entity{}, Reinjected: sink}
 	return s
 }
 

@@ -66,7 +66,7 @@ func (Milter) TableDoc() string {
 // Reinject configures the MTA listener with milters off.
 type Reinject struct {
 	Address     string         `toml:"address" doc:"HOST:PORT of the MTA's SMTP listener with milters off (see contrib/postfix). Approved holds, extra recipient batches and responder replies are submitted here."`
-	Connections int            `toml:"connections" doc:"Most SMTP connections the milter keeps open to the listener at once, shared by all its sessions. Batches 2..n of a post go out over them in parallel, several transactions per connection with PIPELINING; each batch is recorded right after the MTA's reply to its own DATA. Each connection is one smtpd process of the MTA. Measured in docs/outbound.md."`
+	Connections int            `toml:"connections" doc:"Most SMTP connections the milter keeps open to the listener at once, shared by all its sessions. The batches of a post go out over them in parallel, several transactions per connection with PIPELINING; each batch is recorded right after the MTA's reply to its own DATA. Each connection is one smtpd process of the MTA. Measured in docs/outbound.md."`
 	IdleTimeout tomlx.Duration `toml:"idle_timeout" doc:"A connection to the listener unused this long is closed (QUIT), so the MTA's smtpd does not hold it (Postfix's smtpd_timeout is 300s). Must be positive."`
 }
 
