@@ -12,14 +12,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
 
-// Daemon is a running listcrypt-milter: config, store, keys, server.
+// Daemon is a running listcrypt-milter: site (config, store, keys), server.
 type Daemon struct {
+	site   *site.Site
 	cfg    *config.Config
 	st     *store.Store
 	srv    *Server
@@ -33,23 +34,47 @@ type Daemon struct {
 	err    error
 }
 
-// Start opens everything cfg names and listens on milter.listen. Errors
-// name what failed; nothing listens unless everything is in order.
+// SiteOptions is how the daemon opens its site: the passphrase is read at
+// once, so that nothing listens unless the list keys can be opened.
+var SiteOptions = site.Options{Passphrase: true}
+
+// Start opens the site cfg describes (site.OpenConfig with SiteOptions)
+// and starts the daemon on it (StartSite).
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
-	pass, err := keyring.LoadPassphrase(cfg.PassphraseFile)
+	s, err := site.OpenConfig(ctx, cfg, SiteOptions)
 	if err != nil {
 		return nil, err
 	}
-	set, err := policy.LoadDir(cfg.PolicyDir)
+	d, err := StartSite(ctx, s, log)
 	if err != nil {
-		return nil, fmt.Errorf("policy files: %w", err)
+		s.Close()
+		return nil, err
 	}
-	st, err := store.Open(ctx, cfg.Database)
+	return d, nil
+}
+
+// Check is "listcrypt-milter -n" on a site's config: the policy files
+// and milter.socket_group must be usable.
+func Check(cfg *config.Config) error {
+	if _, err := policy.LoadDir(cfg.PolicyDir); err != nil {
+		return err
+	}
+	_, err := SocketGroupID(cfg.Milter.SocketGroup)
+	return err
+}
+
+// StartSite reads the policy files of the opened site s and listens on
+// milter.listen. Errors name what failed; nothing listens unless
+// everything is in order. On error s stays open (the caller closes it);
+// once started the daemon owns s and Shutdown closes it.
+func StartSite(ctx context.Context, s *site.Site, log *slog.Logger) (*Daemon, error) {
+	cfg, st := s.Config, s.Store
+	keys, err := s.Keys()
 	if err != nil {
 		return nil, err
 	}
-	if err := st.CheckSchema(ctx); err != nil {
-		st.Close()
+	set, err := s.Policies()
+	if err != nil {
 		return nil, err
 	}
 	for _, addr := range set.Addresses() {
@@ -59,12 +84,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	ln, err := listen(cfg)
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, st: st, ln: ln, log: log, closed: make(chan struct{})}
+	d := &Daemon{site: s, cfg: cfg, st: st, ln: ln, log: log, closed: make(chan struct{})}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.srv = NewServer(Options{Store: st, Keys: keyring.NewCache(st, pass, keyring.ConfigLimits(cfg)), Config: cfg, Log: log}, set)
+	d.srv = NewServer(Options{Store: st, Keys: keys, Config: cfg, Log: log}, set)
 	log.Info("listening", "listen", cfg.Milter.Listen, "lists", len(set.Lists), "database", st.Engine())
 	return d, nil
 }
@@ -108,7 +132,7 @@ func (d *Daemon) holdLoop() {
 // Reload re-reads the policy files. On any error the last good policies
 // stay and the error says why.
 func (d *Daemon) Reload() error {
-	set, err := policy.LoadDir(d.cfg.PolicyDir)
+	set, err := d.site.Policies()
 	if err != nil {
 		d.log.Error("reload refused; keeping the last good policies", "err", err)
 		return err
@@ -133,7 +157,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		if network, path, _ := config.ParseListen(d.cfg.Milter.Listen); network == "unix" {
 			os.Remove(path)
 		}
-		if cerr := d.st.Close(); d.err == nil {
+		if cerr := d.site.Close(); d.err == nil {
 			d.err = cerr
 		}
 	})

@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/milter"
-	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
 
@@ -38,26 +38,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "listcrypt-milter:", err)
 		return 1
 	}
-	cfg, err := config.Load(*cfgPath)
+	opts := milter.SiteOptions
+	if *check {
+		opts = site.Options{Store: site.StoreNone}
+	}
+	s, err := site.Open(context.Background(), *cfgPath, opts)
 	if err != nil {
 		return fail(err)
 	}
+	defer s.Close()
 	if *check {
-		if _, err := policy.LoadDir(cfg.PolicyDir); err != nil {
-			return fail(err)
-		}
-		if _, err := milter.SocketGroupID(cfg.Milter.SocketGroup); err != nil {
+		if err := milter.Check(s.Config); err != nil {
 			return fail(err)
 		}
 		fmt.Fprintln(stdout, "config and policies OK")
 		return 0
 	}
-	log := config.NewLogger(cfg, stderr)
+	log := config.NewLogger(s.Config, stderr)
 	// go-milter reports dropped MTA connections through the standard
 	// logger: route them into the structured log at debug level.
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer())
-	d, err := milter.Start(context.Background(), cfg, log)
+	d, err := milter.StartSite(context.Background(), s, log)
 	if err != nil {
 		return fail(err)
 	}

@@ -20,7 +20,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/milter/workflow"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
@@ -44,11 +44,14 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
 		return fail(workflow.ExitTempFail, "usage: listcrypt-responder [-c CONFIG] [--recipient ADDRESS] < message")
 	}
-	cfg, err := config.Load(*cfgPath)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := site.Open(ctx, *cfgPath, site.Options{})
 	if err != nil {
 		return fail(workflow.ExitTempFail, "%v", err)
 	}
-	max := cfg.Limits.MaxMessageSize.Bytes
+	defer s.Close()
+	max := s.Config.Limits.MaxMessageSize.Bytes
 	msg, err := io.ReadAll(io.LimitReader(stdin, max+1))
 	if err != nil {
 		return fail(workflow.ExitTempFail, "reading the message: %v", err)
@@ -56,18 +59,7 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	if int64(len(msg)) > max {
 		return fail(workflow.ExitDataErr, "message larger than limits.max_message_size (%d bytes)", max)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	log := config.NewLogger(cfg, stderr)
-	st, err := store.Open(ctx, cfg.Database)
-	if err != nil {
-		return fail(workflow.ExitTempFail, "%v", err)
-	}
-	defer st.Close()
-	if err := st.CheckSchema(ctx); err != nil {
-		return fail(workflow.ExitTempFail, "%v", err)
-	}
-	r, err := workflow.New(cfg, st, log)
+	r, err := workflow.ForSite(s, config.NewLogger(s.Config, stderr))
 	if err != nil {
 		return fail(workflow.ExitTempFail, "%v", err)
 	}

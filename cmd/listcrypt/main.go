@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/admin"
 	"github.com/listcrypt/listcrypt/milter/workflow"
@@ -68,17 +69,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
 		return usageErr("no command")
 	}
-	cfg, err := config.Load(*cfgPath)
+	// init creates the site's state, policy check needs the config
+	// alone, the other verbs an initialised store.
+	mode := site.StoreCurrent
+	switch args[0] {
+	case "init":
+		mode = site.StoreInit
+	case "list", "member", "hold":
+	default:
+		mode = site.StoreNone
+	}
+	s, err := site.Open(ctx, *cfgPath, site.Options{Store: mode})
 	if err != nil {
 		return err
 	}
+	defer s.Close()
 	verb := strings.Join(args[:min(2, len(args))], " ")
 	if args[0] == "init" {
-		created, err := admin.Init(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		for _, c := range created {
+		for _, c := range s.Created {
 			fmt.Fprintln(out, "ready:", c)
 		}
 		return nil
@@ -87,18 +95,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if len(args) != 2 || args[1] != "check" {
 			return usageErr("policy check")
 		}
-		set, err := admin.CheckPolicies(cfg.PolicyDir)
+		set, err := admin.CheckPolicies(s.Config.PolicyDir)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%d list policies OK in %s\n", len(set.Lists), cfg.PolicyDir)
+		fmt.Fprintf(out, "%d list policies OK in %s\n", len(set.Lists), s.Config.PolicyDir)
 		return nil
 	}
-	site, err := admin.Open(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer site.Close()
+	a := admin.New(s)
 	switch {
 	case verb == "list create":
 		pos, flags, err := parseArgs(args[2:], "owner", "key-type")
@@ -111,7 +115,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				return err
 			}
 		}
-		fpr, err := site.CreateList(ctx, pos[0], flags["owner"], kt)
+		fpr, err := a.CreateList(ctx, pos[0], flags["owner"], kt)
 		if err != nil {
 			return err
 		}
@@ -120,7 +124,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if len(args) != 4 || args[2] != "export" {
 			return usageErr("list key export ADDRESS")
 		}
-		armored, err := site.ExportListKey(ctx, args[3])
+		armored, err := a.ExportListKey(ctx, args[3])
 		if err != nil {
 			return err
 		}
@@ -137,7 +141,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fpr, err := site.AddMember(ctx, pos[0], pos[1], data)
+		fpr, err := a.AddMember(ctx, pos[0], pos[1], data)
 		if err != nil {
 			return err
 		}
@@ -146,7 +150,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if len(args) != 3 {
 			return usageErr("member list LIST")
 		}
-		ms, err := site.Members(ctx, args[2])
+		ms, err := a.Members(ctx, args[2])
 		if err != nil {
 			return err
 		}
@@ -157,7 +161,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if len(args) != 4 {
 			return usageErr("member remove LIST ADDRESS")
 		}
-		if err := site.RemoveMember(ctx, args[2], args[3]); err != nil {
+		if err := a.RemoveMember(ctx, args[2], args[3]); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "member %s removed from %s\n", args[3], args[2])
@@ -165,7 +169,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if len(args) != 3 {
 			return usageErr("member pending LIST")
 		}
-		es, err := site.PendingMembers(ctx, args[2])
+		es, err := a.PendingMembers(ctx, args[2])
 		if err != nil {
 			return err
 		}
@@ -179,9 +183,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		approve := args[1] == "approve"
 		var e workflow.PendingEntry
 		if approve {
-			e, err = site.ApproveMember(ctx, args[2], args[3])
+			e, err = a.ApproveMember(ctx, args[2], args[3])
 		} else {
-			e, err = site.RejectMember(ctx, args[2], args[3])
+			e, err = a.RejectMember(ctx, args[2], args[3])
 		}
 		if err != nil {
 			return err
@@ -210,9 +214,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if len(pos) != 1 {
 			return usageErr("hold list LIST [--all]")
 		}
-		hs, err := site.Holds(ctx, pos[0])
+		hs, err := a.Holds(ctx, pos[0])
 		if all {
-			hs, err = site.AllHolds(ctx, pos[0])
+			hs, err = a.AllHolds(ctx, pos[0])
 		}
 		if err != nil {
 			return err
@@ -228,7 +232,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if len(args) != 2 {
 			return usageErr("hold expire")
 		}
-		n, err := site.ExpireHolds(ctx)
+		n, err := a.ExpireHolds(ctx)
 		if err != nil {
 			return err
 		}
@@ -243,7 +247,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		switch args[1] {
 		case "show":
-			hp, err := site.ShowHold(ctx, id)
+			hp, err := a.ShowHold(ctx, id)
 			if err != nil {
 				return err
 			}
@@ -263,17 +267,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				out.Write(hp.Raw)
 			}
 		case "approve":
-			a, err := site.ApproveHold(ctx, id)
+			ap, err := a.ApproveHold(ctx, id)
 			if err != nil {
 				return err
 			}
-			if a.Resumed {
-				fmt.Fprintf(out, "held post %d: delivery resumed and completed, %d more members\n", id, a.Delivered)
+			if ap.Resumed {
+				fmt.Fprintf(out, "held post %d: delivery resumed and completed, %d more members\n", id, ap.Delivered)
 			} else {
-				fmt.Fprintf(out, "held post %d approved and delivered to %d members\n", id, a.Delivered)
+				fmt.Fprintf(out, "held post %d approved and delivered to %d members\n", id, ap.Delivered)
 			}
 		case "reject":
-			if err := site.RejectHold(ctx, id); err != nil {
+			if err := a.RejectHold(ctx, id); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "held post %d rejected\n", id)

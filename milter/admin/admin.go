@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter"
 	"github.com/listcrypt/listcrypt/milter/inbound"
@@ -22,59 +23,34 @@ import (
 	"github.com/listcrypt/listcrypt/policy/config"
 )
 
-// Site is an opened site: config, store and passphrase.
+// Site carries out the verbs on an opened site (config, store, keys).
 type Site struct {
-	Config *config.Config
-	Store  *store.Store
-	Now    func() time.Time
+	*site.Site
+	Now func() time.Time
 }
 
-// Open opens the store of cfg (it must have been initialised).
+// New returns the verbs over the opened site s; closing the Site closes s.
+func New(s *site.Site) *Site { return &Site{Site: s, Now: time.Now} }
+
+// Open opens the site of cfg (its store must have been initialised).
 func Open(ctx context.Context, cfg *config.Config) (*Site, error) {
-	st, err := store.Open(ctx, cfg.Database)
+	s, err := site.OpenConfig(ctx, cfg, site.Options{})
 	if err != nil {
 		return nil, err
 	}
-	return &Site{Config: cfg, Store: st, Now: time.Now}, nil
+	return New(s), nil
 }
-
-// Close closes the store.
-func (s *Site) Close() error { return s.Store.Close() }
 
 // Init creates the state folder, the schema (or migrates it) and, if
-// missing, the passphrase file (0600). It reports what it created.
+// missing, the passphrase file (0600): site.StoreInit. It reports what it
+// created.
 func Init(ctx context.Context, cfg *config.Config) (created []string, err error) {
-	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
-	if engine, path, _ := config.SplitDatabase(cfg.Database); engine == "sqlite" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-			return nil, fmt.Errorf("database dir: %w", err)
-		}
-	}
-	if err := os.MkdirAll(cfg.PolicyDir, 0o755); err != nil {
-		return nil, fmt.Errorf("policy dir: %w", err)
-	}
-	st, err := store.Open(ctx, cfg.Database)
+	s, err := site.OpenConfig(ctx, cfg, site.Options{Store: site.StoreInit})
 	if err != nil {
 		return nil, err
 	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		return nil, err
-	}
-	created = append(created, "schema "+st.Engine())
-	if err := os.MkdirAll(filepath.Dir(cfg.PassphraseFile), 0o750); err != nil {
-		return nil, fmt.Errorf("passphrase dir: %w", err)
-	}
-	made, err := keyring.CreatePassphraseFile(cfg.PassphraseFile, rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	if made {
-		created = append(created, "passphrase "+cfg.PassphraseFile)
-	}
-	return created, nil
+	defer s.Close()
+	return s.Created, nil
 }
 
 // CreateList writes the list's policy file if missing and generates the
@@ -95,7 +71,7 @@ func (s *Site) CreateList(ctx context.Context, address, owner string, kt keyring
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return "", err
 	}
-	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
+	pass, err := s.Passphrase()
 	if err != nil {
 		return "", err
 	}
@@ -108,8 +84,8 @@ func (s *Site) CreateList(ctx context.Context, address, owner string, kt keyring
 	} else if err != nil {
 		return "", err
 	}
-	if set, err := policy.LoadDir(s.Config.PolicyDir); err != nil {
-		return "", fmt.Errorf("policy files: %w", err)
+	if set, err := s.Policies(); err != nil {
+		return "", err
 	} else if set.Lookup(addr) == nil {
 		return "", fmt.Errorf("%s does not define list %s", pfile, addr)
 	}
@@ -241,12 +217,11 @@ func (s *Site) ShowHold(ctx context.Context, id int64) (*HeldPost, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
+	keys, err := s.Keys()
 	if err != nil {
 		return nil, err
 	}
-	cache := keyring.NewCache(s.Store, pass, keyring.ConfigLimits(s.Config))
-	key, err := cache.ListKey(ctx, h.List)
+	key, err := keys.ListKey(ctx, h.List)
 	if err != nil {
 		return nil, err
 	}
@@ -296,9 +271,9 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 	if err := decided(hp.Hold); err != nil {
 		return Approval{}, err
 	}
-	set, err := policy.LoadDir(s.Config.PolicyDir)
+	set, err := s.Policies()
 	if err != nil {
-		return Approval{}, fmt.Errorf("policy files: %w", err)
+		return Approval{}, err
 	}
 	p := set.Lookup(hp.List)
 	if p == nil {
@@ -310,7 +285,7 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 		return Approval{}, fmt.Errorf("held post %d expired: held since %s, longer than post.hold_expiry (%s) allows; it can no longer be approved",
 			id, hp.CreatedAt.UTC().Format(time.RFC3339), exp.Raw)
 	}
-	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
+	keys, err := s.Keys()
 	if err != nil {
 		return Approval{}, err
 	}
@@ -375,8 +350,7 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 			}
 		}
 	}()
-	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, keyring.ConfigLimits(s.Config)),
-		Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}, set)
+	srv := s.server(keys, set)
 	n, err := srv.Distribute(dctx, p, hp.Raw)
 	cancel(nil)
 	<-renewed
@@ -447,17 +421,22 @@ func expiredErr(h store.Hold) error {
 // daemon does hourly); it also retries moderator notices that failed.
 // It returns how many holds expired.
 func (s *Site) ExpireHolds(ctx context.Context) (int, error) {
-	set, err := policy.LoadDir(s.Config.PolicyDir)
-	if err != nil {
-		return 0, fmt.Errorf("policy files: %w", err)
-	}
-	pass, err := keyring.LoadPassphrase(s.Config.PassphraseFile)
+	set, err := s.Policies()
 	if err != nil {
 		return 0, err
 	}
-	srv := milter.NewServer(milter.Options{Store: s.Store, Keys: keyring.NewCache(s.Store, pass, keyring.ConfigLimits(s.Config)),
+	keys, err := s.Keys()
+	if err != nil {
+		return 0, err
+	}
+	return s.server(keys, set).ExpireHolds(ctx, s.Now())
+}
+
+// server is the milter's delivery and hold machinery over this site,
+// for a verb (no MTA session; logs discarded).
+func (s *Site) server(keys *keyring.Cache, set *policy.Set) *milter.Server {
+	return milter.NewServer(milter.Options{Store: s.Store, Keys: keys,
 		Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}, set)
-	return srv.ExpireHolds(ctx, s.Now())
 }
 
 // CheckPolicies validates every policy file, reporting every problem.

@@ -9,7 +9,7 @@ import (
 // responder is the key workflow engine over this site (it mails
 // subscribers through the reinjection listener).
 func (s *Site) responder() (*workflow.Responder, error) {
-	r, err := workflow.New(s.Config, s.Store, nil)
+	r, err := workflow.ForSite(s.Site, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ import (
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
 	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/policy"
@@ -83,27 +84,34 @@ type Responder struct {
 	Rand     io.Reader
 }
 
-// New returns a Responder for the site: the policies of cfg.PolicyDir,
-// list keys opened with the site passphrase, replies submitted to
-// [reinject] address.
+// New returns a Responder for cfg over the open store st (ForSite on
+// site.New(cfg, st)).
 func New(cfg *config.Config, st *store.Store, log *slog.Logger) (*Responder, error) {
-	pass, err := keyring.LoadPassphrase(cfg.PassphraseFile)
+	return ForSite(site.New(cfg, st), log)
+}
+
+// ForSite returns a Responder for the opened site s: its list keys (the
+// passphrase is read here if it was not yet), the policies of
+// policy_dir, replies submitted to the [reinject] address. A nil log
+// discards.
+func ForSite(s *site.Site, log *slog.Logger) (*Responder, error) {
+	keys, err := s.Keys()
 	if err != nil {
 		return nil, err
 	}
-	set, err := policy.LoadDir(cfg.PolicyDir)
+	set, err := s.Policies()
 	if err != nil {
-		return nil, fmt.Errorf("policy files: %w", err)
+		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Responder{
-		Config:   cfg,
-		Store:    st,
+		Config:   s.Config,
+		Store:    s.Store,
 		Policies: set,
-		Keys:     keyring.NewCache(st, pass, keyring.ConfigLimits(cfg)),
-		Mail:     ReinjectMailer{Address: cfg.Reinject.Address},
+		Keys:     keys,
+		Mail:     ReinjectMailer{Address: s.Config.Reinject.Address},
 		Log:      log,
 		Now:      time.Now,
 		Rand:     rand.Reader,
