@@ -372,13 +372,6 @@ func (r *RNP) Export(fpr string) []byte {
 	return o
 }
 
-// ExportSecret returns the armored secret key.
-func (r *RNP) ExportSecret(fpr string) []byte {
-	r.t.Helper()
-	o, _ := r.RunKeys(nil, "--export-key", "--secret", fpr)
-	return o
-}
-
 // SignEncrypt encrypts data (armored) to recipient, signed by signer if
 // not empty.
 func (r *RNP) SignEncrypt(data []byte, recipient, signer string) []byte {

@@ -72,19 +72,6 @@ func (s *Store) GetList(ctx context.Context, addr string) (List, error) {
 	return r.list(), nil
 }
 
-// Lists returns every list, ordered by address.
-func (s *Store) Lists(ctx context.Context) ([]List, error) {
-	var rows []listRow
-	if err := s.db.SelectContext(ctx, &rows, `SELECT `+listColumns+` FROM lists ORDER BY address`); err != nil {
-		return nil, fmt.Errorf("store: lists: %w", err)
-	}
-	out := make([]List, len(rows))
-	for i, r := range rows {
-		out[i] = r.list()
-	}
-	return out, nil
-}
-
 // UpdateListKey replaces the list's key. It bumps the list's
 // [Store.KeysVersion], since a cached list key is as stale as a cached
 // member key.

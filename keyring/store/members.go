@@ -141,18 +141,6 @@ func (s *Store) Members(ctx context.Context, list string) ([]Member, error) {
 	return ms, nil
 }
 
-// MembersByKeyID returns the list's members that hold a key (primary or
-// subkey) with this key ID, ordered by address. A key ID is not unique:
-// expect zero, one or (rarely) several.
-func (s *Store) MembersByKeyID(ctx context.Context, list string, keyID uint64) ([]Member, error) {
-	ms, err := s.selectMembers(ctx, `m.list = ? AND m.address IN
-		(SELECT address FROM member_key_ids WHERE list = ? AND key_id = ?)`, list, list, int64(keyID))
-	if err != nil {
-		return nil, fmt.Errorf("store: members of %q by key id %016X: %w", list, keyID, err)
-	}
-	return ms, nil
-}
-
 // selectMembers returns the members matching where, ordered by address,
 // with their key IDs. One statement, so members and key IDs come from one
 // snapshot.

@@ -109,9 +109,10 @@ type KeyStep struct {
 	Address string
 	Now     time.Time // zero: time.Now()
 
-	// UseToken, if set, is the hash of a challenge to use up first, as
-	// [Store.UseChallenge] does (unused and unexpired at Now, else an
-	// error wrapping ErrUsed, ErrExpired or ErrNotFound).
+	// UseToken, if set, is the hash of a challenge to use up first, in
+	// one statement so that a token counts at most once even when two
+	// processes race (unused and unexpired at Now, else an error
+	// wrapping ErrUsed, ErrExpired or ErrNotFound).
 	UseToken []byte
 	// ExpectMember, if set, must hold for the member row (else
 	// ErrConflict).
@@ -270,7 +271,8 @@ func (s *Store) ApplyKeyStep(ctx context.Context, st KeyStep) error {
 	return nil
 }
 
-// useChallengeTx is UseChallenge inside a transaction.
+// useChallengeTx uses up the challenge st.UseToken inside the step's
+// transaction (see KeyStep.UseToken).
 func useChallengeTx(ctx context.Context, tx *sqlx.Tx, s *Store, st KeyStep, now time.Time) error {
 	res, err := tx.ExecContext(ctx, s.q(`UPDATE challenges SET used_at = ?
 		WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?`), now, st.UseToken, now)

@@ -179,11 +179,8 @@ var typeMap = map[string]*strings.Replacer{
 // across processes and hosts on PostgreSQL ("lcmigr" in ASCII).
 const migrationLock = 0x6c636d696772
 
-// SchemaVersion is the schema version this package migrates to.
-func SchemaVersion() int { return len(migrations) }
-
-// Migrate brings the schema up to [SchemaVersion], applying each missing
-// migration in its own transaction. It is idempotent, and safe to run from
+// Migrate brings the schema up to this program's version, applying each
+// missing migration in its own transaction. It is idempotent, and safe to run from
 // several processes at once: on PostgreSQL each transaction holds an
 // advisory lock, on SQLite each takes the write lock at BEGIN. A database
 // with a newer schema than this program knows is an error.

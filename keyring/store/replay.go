@@ -151,44 +151,7 @@ func (s *Store) PruneReplay(ctx context.Context, before time.Time) (int64, error
 	return n, nil
 }
 
-// MarkBatchDelivered records that outbound batch number batch of the post
-// was handed to the MTA. already reports that it had been recorded before
-// (by this or another process), in which case nothing changes.
-func (s *Store) MarkBatchDelivered(ctx context.Context, list string, postID []byte, batch int, at time.Time) (already bool, err error) {
-	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO deliveries (list, post_id, batch, delivered_at)
-		VALUES (?, ?, ?, ?) ON CONFLICT (list, post_id, batch) DO NOTHING`), list, postID, batch, nowOr(at))
-	if err != nil {
-		return false, fmt.Errorf("store: mark batch %d delivered on %q: %w", batch, list, err)
-	}
-	n, err := affected(res)
-	if err != nil {
-		return false, fmt.Errorf("store: mark batch %d delivered on %q: %w", batch, list, err)
-	}
-	return n == 0, nil
-}
-
-// DeliveredBatches returns the batch numbers recorded for the post, in
-// ascending order.
-func (s *Store) DeliveredBatches(ctx context.Context, list string, postID []byte) ([]int, error) {
-	var batches []int
-	if err := s.db.SelectContext(ctx, &batches, s.q(`SELECT batch FROM deliveries
-		WHERE list = ? AND post_id = ? ORDER BY batch`), list, postID); err != nil {
-		return nil, fmt.Errorf("store: delivered batches on %q: %w", list, err)
-	}
-	return batches, nil
-}
-
-// MarkPostComplete records that every batch of the post was delivered.
-// Marking a post twice is not an error.
-func (s *Store) MarkPostComplete(ctx context.Context, list string, postID []byte, at time.Time) error {
-	if _, err := s.db.ExecContext(ctx, s.q(`INSERT INTO posts_complete (list, post_id, completed_at)
-		VALUES (?, ?, ?) ON CONFLICT (list, post_id) DO NOTHING`), list, postID, nowOr(at)); err != nil {
-		return fmt.Errorf("store: mark post complete on %q: %w", list, err)
-	}
-	return nil
-}
-
-// CompletePost marks the post complete, as MarkPostComplete, and
+// CompletePost marks the post complete (PostComplete reports it) and
 // records envelope, a digest of the envelope of the transaction that
 // completed it (the milter's: sender and list), in the replay table
 // under the post's id, in one transaction. A later transaction of the

@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -86,6 +85,3 @@ func (p *Server) Start(t testing.TB) {
 		t.Fatalf("storetest: restart on port %d: %v", p.s.port, err)
 	}
 }
-
-// Addr is the server's host:port.
-func (p *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", p.s.port) }
