@@ -24,3 +24,12 @@ func TestCRC24Sliced(t *testing.T) {
 		t.Fatalf("check value %06x", got)
 	}
 }
+
+// crc24Bytewise is the plain table-driven CRC-24, to check crc24Update
+// against.
+func crc24Bytewise(crc uint32, data []byte) uint32 {
+	for _, b := range data {
+		crc = (crc<<8)&0xffffff ^ crc24Table[byte(crc>>16)^b]
+	}
+	return crc
+}
