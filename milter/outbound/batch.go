@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
@@ -297,8 +298,67 @@ func (b *Batch) Message() []byte {
 // over Params.Workers goroutines). A recipient whose key cannot encrypt
 // (no valid encryption subkey, expired, revoked) fails the whole call
 // with an error naming it: the caller filters members first. Addresses
-// must be unique (compared case-insensitively).
+// must be unique (compared case-insensitively). It is Stream, collected.
 func (p *Prepared) Batches(recipients []Recipient) ([]Batch, error) {
+	s, err := p.Stream(recipients)
+	if err != nil || s == nil {
+		return nil, err
+	}
+	defer s.Close()
+	out := make([]Batch, 0, s.Len())
+	for {
+		b, err := s.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+}
+
+// BatchStream hands out the batches of a post in order while the
+// later ones are still being made: the first batch can go to the MTA
+// after its own key packets, not after all N (at 1,000 members, 2.5 ms
+// instead of 50 ms on two cores), and the key packets of the next batches
+// are made while the MTA takes the earlier ones. Next is for one
+// goroutine; Close may be called at any time, also from another one.
+type BatchStream struct {
+	p     *Prepared
+	n     int // recipients
+	size  int // batch size
+	chunk int // recipients per unit of work
+	rcpts []Recipient
+	mems  []member
+	suite []suite
+	vars  []*variant
+	slots []batchSlot
+	units []unit
+	taken atomic.Int64 // units handed to workers
+	stop  atomic.Bool
+	next  int
+}
+
+// batchSlot is one batch being made.
+type batchSlot struct {
+	done    chan struct{} // closed when b or err is set
+	pending atomic.Int64  // units of the batch not finished
+	pkesk   [][]byte
+	failed  atomic.Pointer[error]
+	b       Batch
+	err     error
+}
+
+// unit is a run of recipients of one batch, made by one worker.
+type unit struct{ batch, lo, hi int }
+
+// Stream checks the recipients and resolves their keys (the errors
+// Batches reports come here, before any batch is made), makes the
+// encrypted data the batches need, and starts Params.Workers goroutines
+// making the key packets, batch after batch. A nil stream with a nil
+// error means no recipients. Close the stream when done with it.
+func (p *Prepared) Stream(recipients []Recipient) (*BatchStream, error) {
 	if len(recipients) == 0 {
 		return nil, nil
 	}
@@ -317,90 +377,178 @@ func (p *Prepared) Batches(recipients []Recipient) ([]Batch, error) {
 	n := len(recipients)
 	members := make([]member, n)
 	chunk := max(1, (n+p.p.Workers*4-1)/(p.p.Workers*4))
-	parallel := func(f func(i int) error) error {
-		g, _ := errgroup.WithContext(context.Background())
-		g.SetLimit(p.p.Workers)
-		for lo := 0; lo < n; lo += chunk {
-			hi := min(lo+chunk, n)
-			g.Go(func() error {
-				for i := lo; i < hi; i++ {
-					if err := f(i); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		}
-		return g.Wait()
-	}
-
 	// Resolve keys (cheap once go-crypto has cached the key's validity).
-	if err := parallel(func(i int) (err error) {
-		members[i], err = p.resolve(recipients[i])
-		return err
-	}); err != nil {
+	g, _ := errgroup.WithContext(context.Background())
+	g.SetLimit(p.p.Workers)
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		g.Go(func() error {
+			for i := lo; i < hi; i++ {
+				var err error
+				if members[i], err = p.resolve(recipients[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 
 	// Choose each batch's data packet, making each variant at most once.
 	size := p.p.BatchSize
 	nb := (n + size - 1) / size
-	suites := make([]suite, nb)
-	vars := make([]*variant, nb)
+	s := &BatchStream{p: p, n: n, size: size, rcpts: recipients, mems: members,
+		suite: make([]suite, nb), vars: make([]*variant, nb), slots: make([]batchSlot, nb)}
 	for b := range nb {
-		suites[b] = chooseSuite(members[b*size : min((b+1)*size, n)])
-		v, err := p.variant(suites[b])
+		s.suite[b] = chooseSuite(members[b*size : min((b+1)*size, n)])
+		v, err := p.variant(s.suite[b])
 		if err != nil {
 			return nil, err
 		}
-		vars[b] = v
+		s.vars[b] = v
 	}
 
-	// The public-key work: one PKESK per recipient (RFC 9580 §5.1).
-	pkesk := make([][]byte, n)
-	if err := parallel(func(i int) error {
-		b := i / size
-		var buf bytes.Buffer
-		if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(&buf, members[i].pub, suites[b].cipher, suites[b].aead, vars[b].key, p.p.HideRecipients, p.cfg); err != nil {
-			return fmt.Errorf("outbound: recipient %s: encrypt session key: %w", members[i].addr, err)
-		}
-		pkesk[i] = buf.Bytes()
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-
-	out := make([]Batch, nb)
+	// Units of work in batch order: a batch is one unit when the post
+	// has enough batches to keep every worker busy, else it is split so
+	// that a small list still uses every core.
+	s.chunk = min(size, chunk)
 	for b := range nb {
 		lo, hi := b*size, min((b+1)*size, n)
-		keyLen := 0
-		for _, k := range pkesk[lo:hi] {
-			keyLen += len(k)
-		}
-		keys := make([]byte, 0, keyLen+10)
-		keys = append(keys, markersFor(keyLen)...)
-		for _, k := range pkesk[lo:hi] {
-			keys = append(keys, k...)
-		}
-		v := vars[b]
-		crc := v.shift.apply(crc24Update(crc24Init, keys)) ^ v.crc0
-		rcpts := make([]string, 0, hi-lo)
-		for _, r := range recipients[lo:hi] {
-			rcpts = append(rcpts, r.Address)
-		}
-		out[b] = Batch{
-			Number:       b + 1,
-			Recipients:   rcpts,
-			EnvelopeFrom: p.p.BounceAddress,
-			AEAD:         suites[b].aead,
-			header:       p.header,
-			parts: [4][]byte{
-				p.bodyHead,
-				appendBase64Lines(make([]byte, 0, len(keys)/48*66+66), keys),
-				v.armored,
-				append(appendCRCLine(make([]byte, 0, 8+len(p.bodyTail)), crc), p.bodyTail...),
-			},
+		sl := &s.slots[b]
+		sl.done = make(chan struct{})
+		sl.pkesk = make([][]byte, hi-lo)
+		for u := lo; u < hi; u += s.chunk {
+			s.units = append(s.units, unit{b, u, min(u+s.chunk, hi)})
+			sl.pending.Add(1)
 		}
 	}
-	return out, nil
+	for range min(p.p.Workers, len(s.units)) {
+		go s.work()
+	}
+	return s, nil
+}
+
+// Len is the number of batches.
+func (s *BatchStream) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.slots)
+}
+
+// Next waits for the next batch and returns it; io.EOF after the last.
+// After an error, the stream is done: Next returns it again.
+func (s *BatchStream) Next() (Batch, error) {
+	if s == nil || s.next >= len(s.slots) {
+		return Batch{}, io.EOF
+	}
+	sl := &s.slots[s.next]
+	<-sl.done
+	if sl.err != nil {
+		return Batch{}, sl.err
+	}
+	s.next++
+	b := sl.b
+	sl.b = Batch{} // the stream keeps no batch it handed out
+	return b, nil
+}
+
+// Close stops the workers (a unit under way is finished). Batches not
+// taken with Next are dropped.
+func (s *BatchStream) Close() {
+	if s != nil {
+		s.stop.Store(true)
+	}
+}
+
+// work makes units until none is left or the stream is closed.
+func (s *BatchStream) work() {
+	for !s.stop.Load() {
+		i := int(s.taken.Add(1)) - 1
+		if i >= len(s.units) {
+			return
+		}
+		u := s.units[i]
+		sl := &s.slots[u.batch]
+		base := u.batch * s.size
+		if sl.failed.Load() == nil {
+			for j := u.lo; j < u.hi; j++ {
+				m := &s.mems[j]
+				var buf bytes.Buffer
+				if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(&buf, m.pub, s.suite[u.batch].cipher, s.suite[u.batch].aead, s.vars[u.batch].key, s.p.p.HideRecipients, s.p.cfg); err != nil {
+					err = fmt.Errorf("outbound: recipient %s: encrypt session key: %w", m.addr, err)
+					sl.failed.CompareAndSwap(nil, &err)
+					break
+				}
+				sl.pkesk[j-base] = buf.Bytes()
+			}
+		}
+		s.finish(u.batch)
+	}
+	// Closed, or a batch failed: the units nobody took end their batch
+	// with an error, so that Next never waits for them.
+	for i := int(s.taken.Add(1)) - 1; i < len(s.units); i = int(s.taken.Add(1)) - 1 {
+		b := s.units[i].batch
+		err := errStreamStopped
+		s.slots[b].failed.CompareAndSwap(nil, &err)
+		s.finish(b)
+	}
+}
+
+// finish counts one unit of batch b done; after its last one, the batch
+// is assembled, or fails with the first error of its units.
+func (s *BatchStream) finish(b int) {
+	sl := &s.slots[b]
+	if sl.pending.Add(-1) != 0 {
+		return
+	}
+	if e := sl.failed.Load(); e != nil {
+		sl.err = *e
+		// Later batches are not needed: the caller stops at the first
+		// error.
+		s.stop.Store(true)
+	} else {
+		sl.b = s.assemble(b)
+	}
+	sl.pkesk = nil
+	close(sl.done)
+}
+
+var errStreamStopped = errors.New("outbound: batch stream stopped after an earlier error")
+
+// assemble makes batch b from its key packets.
+func (s *BatchStream) assemble(b int) Batch {
+	p := s.p
+	lo, hi := b*s.size, min((b+1)*s.size, s.n)
+	pkesk := s.slots[b].pkesk
+	keyLen := 0
+	for _, k := range pkesk {
+		keyLen += len(k)
+	}
+	keys := make([]byte, 0, keyLen+10)
+	keys = append(keys, markersFor(keyLen)...)
+	for _, k := range pkesk {
+		keys = append(keys, k...)
+	}
+	v := s.vars[b]
+	crc := v.shift.apply(crc24Update(crc24Init, keys)) ^ v.crc0
+	rcpts := make([]string, 0, hi-lo)
+	for _, r := range s.rcpts[lo:hi] {
+		rcpts = append(rcpts, r.Address)
+	}
+	return Batch{
+		Number:       b + 1,
+		Recipients:   rcpts,
+		EnvelopeFrom: p.p.BounceAddress,
+		AEAD:         s.suite[b].aead,
+		header:       p.header,
+		parts: [4][]byte{
+			p.bodyHead,
+			appendBase64Lines(make([]byte, 0, len(keys)/48*66+66), keys),
+			v.armored,
+			append(appendCRCLine(make([]byte, 0, 8+len(p.bodyTail)), crc), p.bodyTail...),
+		},
+	}
 }
