@@ -262,7 +262,7 @@ func (srv *Server) sendNotices(ctx context.Context, p *policy.Policy, to []strin
 		addr = policy.NormalizeAddress(addr)
 		var key *openpgp.Entity
 		if fpr, ok := members.Active[addr]; ok {
-			if e := members.Entities[fpr]; e != nil && srv.keyCache.CanEncrypt(e, now, cfg) == nil {
+			if e := members.Entities[fpr]; e != nil && srv.deliverer.KeyCache().CanEncrypt(e, now, cfg) == nil {
 				key = e
 			}
 		}

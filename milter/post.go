@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
-	"strings"
 	"time"
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
@@ -16,9 +15,9 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/policy"
-	"github.com/listcrypt/listcrypt/policy/config"
 )
 
 // postTimeout bounds the work on one post (store queries, crypto,
@@ -92,7 +91,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		}
 	}()
 	start := time.Now()
-	ex, exErr := srv.examine(ctx, s.lists, msg)
+	ex, exErr := deliver.Examine(ctx, srv.opts.Keys, srv.opts.Config, srv.opts.Now(), s.lists, msg)
 	for i, p := range s.lists {
 		var d policy.Decision
 		var res *inbound.Result
@@ -163,9 +162,9 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		case policy.Hold:
 			infos[i].holdID, o.err = srv.hold(ctx, s, o.list, msg, o.decision)
 		case policy.Accept:
-			var dl *delivery
-			if dl, o.err = srv.deliver(ctx, o.list, msg, o.res, o.postID); o.err == nil {
-				infos[i].recipients, infos[i].skipped = dl.count, len(dl.skipped)
+			var dr deliver.Result
+			if dr, o.err = srv.deliver(ctx, o.list, msg, ex, i, o.postID); o.err == nil {
+				infos[i].recipients, infos[i].skipped = dr.Served, len(dr.Skipped)
 			}
 		}
 		infos[i].took += time.Since(start)
@@ -229,73 +228,6 @@ type postInfo struct {
 	skipped    int // members left out (no usable key)
 }
 
-// examination is one examination of a post for every list the
-// transaction addresses: the post is decrypted once, with the first list
-// key that opens it, and its signature verified once against the members
-// of all those lists together.
-type examination struct {
-	res      *inbound.Result
-	listKeys []*openpgp.Entity
-	members  []*keyring.MemberSet
-}
-
-// examine examines msg for lists (all locked by the caller). The
-// plaintext may not grow past the smallest post.max_size of the lists
-// (nor the site's max_decompressed_size): a post that inflates beyond
-// what the list would accept in clear is refused before any policy
-// check, whoever sent it.
-func (srv *Server) examine(ctx context.Context, lists []*policy.Policy, msg []byte) (*examination, error) {
-	ex := &examination{}
-	lim := InboundLimits(srv.opts.Config)
-	rings := make(unionRing, 0, len(lists))
-	for _, p := range lists {
-		k, err := srv.opts.Keys.ListKey(ctx, p.Address)
-		if err != nil {
-			return nil, err
-		}
-		m, err := srv.opts.Keys.Members(ctx, p.Address)
-		if err != nil {
-			return nil, err
-		}
-		ex.listKeys = append(ex.listKeys, k)
-		ex.members = append(ex.members, m)
-		rings = append(rings, m.Ring)
-		if b := p.Post.MaxSize.Bytes; b > 0 && b < lim.MaxDecompressed {
-			lim.MaxDecompressed = b
-		}
-	}
-	var signers openpgp.KeyRing = rings
-	if len(rings) == 1 {
-		signers = rings[0]
-	}
-	res, err := inbound.Examine(inbound.Input{Message: msg, ListKey: ex.listKeys[0], AlsoFor: ex.listKeys[1:],
-		Signers: signers, Now: srv.opts.Now(), Limits: lim})
-	if err != nil {
-		return nil, fmt.Errorf("examine post: %w", err)
-	}
-	ex.res = res
-	return ex, nil
-}
-
-// unionRing verifies against the members of several lists at once.
-type unionRing []*keyring.MemberKeyRing
-
-func (u unionRing) KeysById(id uint64) []openpgp.Key {
-	var out []openpgp.Key
-	for _, r := range u {
-		out = append(out, r.KeysById(id)...)
-	}
-	return out
-}
-
-func (u unionRing) EntitiesById(id uint64) []*openpgp.Entity {
-	var out []*openpgp.Entity
-	for _, r := range u {
-		out = append(out, r.EntitiesById(id)...)
-	}
-	return out
-}
-
 // retryOfCompleted answers the sender's MTA retrying a transaction whose
 // post was completed (the same post id in the same envelope, see
 // envelopeDigest): its MTA lost our answer (a timeout, a crash) and
@@ -322,7 +254,7 @@ func envelopeDigest(postID []byte, envelopeFrom string) []byte {
 // decide maps the examination of msg through the policy of list p (the
 // i-th list of the examination), for a transaction from envelope sender
 // envFrom. This is where a post is decided.
-func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex *examination, i int, owner, envFrom string) (policy.Decision, *inbound.Result, postInfo, error) {
+func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex *deliver.Examination, i int, owner, envFrom string) (policy.Decision, *inbound.Result, postInfo, error) {
 	now := srv.opts.Now()
 	var info postInfo
 	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
@@ -335,7 +267,7 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 		return problemDecision(malformed("the message needs exactly one From address")), nil, info, nil
 	}
 	info.from = policy.NormalizeAddress(from[0].Address)
-	res, members := ex.res, ex.members[i]
+	res, members := ex.Result, ex.Members[i]
 	info.kind = res.Kind.String()
 	info.problems = res.Problems
 
@@ -372,7 +304,7 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 		if f.Problem == nil && f.SignerBoundToFrom {
 			f.Problem = signedFromProblem(res, info.from)
 		}
-		switch res.Binding(ex.listKeys[i], p.Address) {
+		switch res.Binding(ex.ListKeys[i], p.Address) {
 		case inbound.BindingList:
 			f.Binding = policy.BoundToList
 		case inbound.BindingOther:
@@ -402,7 +334,7 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 	if res.CiphertextDigest != nil {
 		digests = append(digests, res.CiphertextDigest)
 	}
-	id := postID(hdr, msg)
+	id := deliver.PostIDOf(hdr, msg)
 	// One attempt at a time delivers (or holds) a post, whichever host
 	// it runs on: while another holds a live claim, this one answers 451
 	// and touches nothing of the post. The claim comes before every
@@ -491,36 +423,18 @@ func signedFromProblem(res *inbound.Result, from string) *policy.Problem {
 		Text: "the From inside the signed message is not the sender's address " + from + "; a member can only post as themself"}
 }
 
-// InboundLimits are the site's limits for examining a post.
-func InboundLimits(c *config.Config) inbound.Limits {
-	l := c.Limits
-	return inbound.Limits{MaxMIMEDepth: l.MaxMIMEDepth, MaxMIMEParts: l.MaxMIMEParts,
-		MaxHeaderBytes: int(l.MaxHeaderSize.Bytes), Limits: keyring.ConfigLimits(c)}
-}
-
-// PostID returns the id of the post msg (see postID).
-func PostID(msg []byte) ([]byte, error) {
-	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
+// deliver distributes the post msg, examined as ex, to list i of ex
+// (milter/deliver), under this attempt's claim on postID.
+func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, ex *deliver.Examination, i int, postID []byte) (deliver.Result, error) {
+	content, err := deliver.Content(msg, ex.Result, ex.ListKeys[i], p.Address)
 	if err != nil {
-		return nil, err
+		return deliver.Result{}, err
 	}
-	return postID(hdr, msg), nil
+	return srv.deliverer.Deliver(ctx, p, deliver.Post{ID: postID, Content: content, Encrypted: ex.Result.Encrypted})
 }
 
-// postID identifies a post by what the sender sent: its Message-ID, From
-// and body, not the headers our own MTA adds (a retried transaction gets a new
-// Received: line and queue id but is the same post).
-func postID(hdr *mail.Message, msg []byte) []byte {
-	h := sha256.New()
-	h.Write([]byte(strings.TrimSpace(hdr.Header.Get("Message-Id"))))
-	h.Write([]byte{0})
-	h.Write([]byte(strings.TrimSpace(hdr.Header.Get("From"))))
-	h.Write([]byte{0})
-	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
-		h.Write(msg[i+4:])
-	}
-	return h.Sum(nil)
-}
+// PostID is deliver.PostID, for the tests and tools that name a post.
+func PostID(msg []byte) ([]byte, error) { return deliver.PostID(msg) }
 
 // hold stores the post for a moderator, encrypted to the list key: never
 // in clear, whatever the sender sent.

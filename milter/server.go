@@ -20,7 +20,8 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
-	"github.com/listcrypt/listcrypt/milter/outbound"
+	"github.com/listcrypt/listcrypt/milter/deliver"
+	"github.com/listcrypt/listcrypt/milter/reinject"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
@@ -41,7 +42,8 @@ type Server struct {
 	opts     Options
 	policies atomic.Pointer[policy.Set]
 	mil      *gomilter.Server
-	keyCache *outbound.KeyCache
+	// deliverer distributes accepted posts (milter/deliver).
+	deliverer *deliver.Deliverer
 
 	// listLocks serialise the OpenPGP work on one list's keys: go-crypto
 	// writes into shared key objects while it verifies and selects keys
@@ -84,7 +86,7 @@ func NewServer(opts Options, policies *policy.Set) *Server {
 		opts.Log = slog.Default()
 	}
 	s := &Server{opts: opts, conns: map[*trackedConn]struct{}{}, changed: make(chan struct{}, 1), done: make(chan struct{}),
-		keyCache: outbound.NewKeyCache()}
+		deliverer: deliver.New(deliver.Options{Store: opts.Store, Keys: opts.Keys, Config: opts.Config, Log: opts.Log, Now: opts.Now})}
 	s.claimOwner = processOwner()
 	s.policies.Store(policies)
 	s.mil = &gomilter.Server{
@@ -182,3 +184,7 @@ func (s *Server) lockLists(ctx context.Context, lists []*policy.Policy) (func(),
 	}
 	return unlock, nil
 }
+
+// reinjectPool is the process's pool of SMTP connections to the
+// reinjection listener.
+func (srv *Server) reinjectPool() *reinject.Pool { return srv.deliverer.Pool() }

@@ -9,6 +9,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/policy"
 )
 
@@ -128,17 +129,5 @@ func (s *session) Abort(m *gomilter.Modifier) error {
 // refuse answers with an SMTP reply of our own text. A reply-code
 // response ('y') refuses the transaction with that exact text.
 func (s *session) refuse(code int, enhanced, text string) gomilter.Response {
-	return gomilter.NewResponseStr('y', fmt.Sprintf("%d %s %s", code, enhanced, sanitizeReply(text)))
-}
-
-// sanitizeReply keeps a reply on one line of printable ASCII.
-func sanitizeReply(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if r < 0x20 || r > 0x7e || r == '%' {
-			r = ' ' // '%' is a format character to libmilter-based MTAs
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return gomilter.NewResponseStr('y', fmt.Sprintf("%d %s %s", code, enhanced, deliver.OneLine(text)))
 }

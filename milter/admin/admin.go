@@ -18,6 +18,7 @@ import (
 	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter"
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
@@ -230,7 +231,7 @@ func (s *Site) ShowHold(ctx context.Context, id int64) (*HeldPost, error) {
 		return nil, fmt.Errorf("open held post %d: %w", id, err)
 	}
 	hp := &HeldPost{Hold: h, Raw: raw}
-	if res, err := inbound.Examine(inbound.Input{Message: raw, ListKey: key, Now: s.Now(), Limits: milter.InboundLimits(s.Config)}); err == nil && res.Encrypted {
+	if res, err := inbound.Examine(inbound.Input{Message: raw, ListKey: key, Now: s.Now(), Limits: deliver.InboundLimits(s.Config)}); err == nil && res.Encrypted {
 		hp.Plaintext = res.Plaintext
 	}
 	return hp, nil
@@ -289,7 +290,7 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 	if err != nil {
 		return Approval{}, err
 	}
-	postID, err := milter.PostID(hp.Raw)
+	postID, err := deliver.PostID(hp.Raw)
 	if err != nil {
 		return Approval{}, err
 	}
@@ -350,8 +351,8 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 			}
 		}
 	}()
-	srv := s.server(keys, set)
-	n, err := srv.Distribute(dctx, p, hp.Raw)
+	dl := deliver.New(deliver.Options{Store: s.Store, Keys: keys, Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)})
+	r, err := dl.Distribute(dctx, p, hp.Raw)
 	cancel(nil)
 	<-renewed
 	if err != nil {
@@ -360,7 +361,7 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 		}
 		return Approval{}, fmt.Errorf("delivery of held post %d stopped: %w; it stays approved and is not sent twice to anyone: run \"listcrypt hold approve %d\" again to resume", id, err, id)
 	}
-	a.Delivered = n
+	a.Delivered = r.Served
 	if _, err := s.Store.MarkHoldDelivered(ctx, id, s.Now()); err != nil {
 		return a, fmt.Errorf("held post %d was delivered, but this could not be recorded: %w (approving it again sends nothing twice)", id, err)
 	}
@@ -432,8 +433,8 @@ func (s *Site) ExpireHolds(ctx context.Context) (int, error) {
 	return s.server(keys, set).ExpireHolds(ctx, s.Now())
 }
 
-// server is the milter's delivery and hold machinery over this site,
-// for a verb (no MTA session; logs discarded).
+// server is the milter's hold machinery (expiry, notices) over this
+// site, for a verb (no MTA session; logs discarded).
 func (s *Site) server(keys *keyring.Cache, set *policy.Set) *milter.Server {
 	return milter.NewServer(milter.Options{Store: s.Store, Keys: keys,
 		Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}, set)

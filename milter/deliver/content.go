@@ -1,8 +1,7 @@
-package milter
+package deliver
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/mail"
 	"strings"
@@ -23,12 +22,12 @@ const (
 	noticeUnsigned = "listcrypt: this post is not signed by a member's key; nothing shows who wrote it."
 )
 
-// outboundPost turns the examined post into what members of list p read.
-// The entity is res.Content: for a signed post exactly the bytes whose
-// signature was verified, never a second parse of the message. The
-// header members see comes from the checked sender and the signed header
-// fields only (see memberHeader).
-func (srv *Server) outboundPost(ctx context.Context, p *policy.Policy, msg []byte, res *inbound.Result) (outbound.Post, error) {
+// Content turns the examined post msg into what members of the list
+// listAddr (list key listKey) read. The entity is res.Content: for a
+// signed post exactly the bytes whose signature was verified, never a
+// second parse of the message. The header members see comes from the
+// checked sender and the signed header fields only (see memberHeader).
+func Content(msg []byte, res *inbound.Result, listKey *openpgp.Entity, listAddr string) (outbound.Post, error) {
 	var post outbound.Post
 	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
 	if err != nil {
@@ -54,12 +53,8 @@ func (srv *Server) outboundPost(ctx context.Context, p *policy.Policy, msg []byt
 		post.Notice = noticeUnsigned
 		return post, nil
 	}
-	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
-	if err != nil {
-		return post, err
-	}
 	var notes []string
-	post.Header, notes = memberHeader(outer, policy.NormalizeAddress(from[0].Address), res, listKey, p.Address)
+	post.Header, notes = memberHeader(outer, policy.NormalizeAddress(from[0].Address), res, listKey, listAddr)
 	post.SenderSigned = res.KeptSigned
 	post.Notice = strings.Join(notes, "\n")
 	return post, nil
