@@ -36,8 +36,7 @@ const claimLease = postTimeout + time.Minute
 // claimedElsewhere answers an attempt at a post that another attempt (on
 // another host, or another session of this one) is delivering right
 // now: the sender's MTA retries later and then finds the post complete.
-var claimedElsewhere = policy.Decision{Action: policy.TempFail, Code: 451, Enhanced: "4.3.0",
-	Text: "the same post is being delivered by another server; try again later", Reason: "claimed-elsewhere"}
+var claimedElsewhere = policy.ReplyClaimedElsewhere().TempFailure()
 
 // maxSignatures bounds the signatures one post may carry (each becomes a
 // replay table row).
@@ -62,7 +61,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 	msg = append(msg, s.header.Bytes()...)
 	msg = append(msg, "\r\n"...)
 	msg = append(msg, s.body.Bytes()...)
-	tempfail := s.refuse(451, "4.3.0", "temporary failure processing the list post; please try again later")
+	tempfail := s.refuse(policy.ReplyTempFail())
 	unlock, err := srv.lockLists(ctx, s.lists)
 	if err != nil {
 		srv.opts.Log.Error("post", "queue_id", s.queueID, "action", "tempfail", "err", err.Error())
@@ -120,13 +119,13 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 	}
 	for _, o := range outs {
 		if o.err == nil && o.decision.Reason == claimedElsewhere.Reason {
-			resp = s.refuse(claimedElsewhere.Code, claimedElsewhere.Enhanced, claimedElsewhere.Text)
+			resp = s.refuse(policy.ReplyClaimedElsewhere())
 		}
 	}
 	if resp == nil {
 		for _, o := range outs {
 			if o.decision.Action == policy.Reject {
-				resp = s.refuse(o.decision.Code, o.decision.Enhanced, o.decision.Text)
+				resp = s.refuse(policy.Problem{Code: o.decision.Code, Enhanced: o.decision.Enhanced, Text: o.decision.Text})
 				break
 			}
 		}
@@ -259,12 +258,12 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 	var info postInfo
 	hdr, err := mail.ReadMessage(bytes.NewReader(msg))
 	if err != nil {
-		return problemDecision(malformed("the message header cannot be parsed")), nil, info, nil
+		return policy.ReplyBadHeader().Refusal(), nil, info, nil
 	}
 	info.messageID = hdr.Header.Get("Message-Id")
 	from, err := mail.ParseAddressList(hdr.Header.Get("From"))
 	if err != nil || len(from) != 1 {
-		return problemDecision(malformed("the message needs exactly one From address")), nil, info, nil
+		return policy.ReplyNotOneFrom().Refusal(), nil, info, nil
 	}
 	info.from = policy.NormalizeAddress(from[0].Address)
 	res, members := ex.Result, ex.Members[i]
@@ -327,8 +326,7 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 	// across hosts. A retry of the same transaction carries the same post
 	// id and is not a replay.
 	if len(res.SigDigests) > maxSignatures {
-		return problemDecision(&policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "limit-signatures",
-			Text: fmt.Sprintf("the post carries more than %d signatures", maxSignatures)}), res, info, nil
+		return policy.ReplyTooManySignatures(maxSignatures).Refusal(), res, info, nil
 	}
 	digests := append([][]byte{}, res.SigDigests...)
 	if res.CiphertextDigest != nil {
@@ -419,8 +417,8 @@ func signedFromProblem(res *inbound.Result, from string) *policy.Problem {
 	if !bad {
 		return nil
 	}
-	return &policy.Problem{Code: 550, Enhanced: "5.7.1", Reason: "signed-from-mismatch",
-		Text: "the From inside the signed message is not the sender's address " + from + "; a member can only post as themself"}
+	r := policy.ReplySignedFromMismatch(from)
+	return &r
 }
 
 // deliver distributes the post msg, examined as ex, to list i of ex
@@ -460,30 +458,25 @@ func (srv *Server) hold(ctx context.Context, s *session, p *policy.Policy, msg [
 // problemFor maps an inbound problem to the refusal the sender reads.
 func problemFor(err error, p *policy.Policy) *policy.Problem {
 	var lim *inbound.LimitError
+	var r policy.Problem
 	switch {
+	case errors.As(err, &lim) && lim.What == "decompressed-size":
+		r = policy.ReplyDecompressed(lim.Limit)
 	case errors.As(err, &lim):
-		if lim.What == "decompressed-size" {
-			return &policy.Problem{Code: 552, Enhanced: "5.3.4", Reason: "limit-" + lim.What,
-				Text: fmt.Sprintf("the post's compressed data expands beyond %d bytes", lim.Limit)}
-		}
-		return &policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "limit-" + lim.What,
-			Text: fmt.Sprintf("the post exceeds the %s limit (%d)", lim.What, lim.Limit)}
+		r = policy.ReplyLimit(lim.What, lim.Limit)
 	case errors.Is(err, inbound.ErrMixed):
-		return &policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "mixed-parts",
-			Text: "the post mixes encrypted and plain parts; send the whole post encrypted to the list key"}
+		r = policy.ReplyMixedParts()
 	case errors.Is(err, inbound.ErrNoIntegrity):
-		return &policy.Problem{Code: 554, Enhanced: "5.7.5", Reason: "no-integrity",
-			Text: "the post's encryption has no integrity protection (MDC/AEAD); use a current OpenPGP program"}
+		r = policy.ReplyNoIntegrity()
 	case errors.Is(err, inbound.ErrTampered):
-		return &policy.Problem{Code: 554, Enhanced: "5.7.5", Reason: "tampered",
-			Text: "the post's encrypted data fails its integrity check; the message was altered in transit"}
+		r = policy.ReplyTampered()
 	case errors.Is(err, inbound.ErrNotForList):
-		return &policy.Problem{Code: 550, Enhanced: "5.7.5", Reason: "not-for-list-key",
-			Text: fmt.Sprintf("the post is not encrypted to the list key of %s; send \"key get\" to %s for the list key", p.Address, p.RequestAddress())}
+		r = p.ReplyNotForListKey()
+	default:
+		// Never quote the error: after decryption it may carry plaintext.
+		r = policy.ReplyMalformed()
 	}
-	// Never quote the error: after decryption it may carry plaintext.
-	return &policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "malformed",
-		Text: "the post's MIME or OpenPGP structure cannot be read; send it again from a standard mail client"}
+	return &r
 }
 
 // problemKind names a problem for the log line without its text: errors
@@ -505,14 +498,6 @@ func problemKind(err error) string {
 		return "not-for-list-key"
 	}
 	return "malformed"
-}
-
-func malformed(text string) *policy.Problem {
-	return &policy.Problem{Code: 554, Enhanced: "5.6.0", Reason: "malformed", Text: text}
-}
-
-func problemDecision(p *policy.Problem) policy.Decision {
-	return policy.Decision{Action: policy.Reject, Code: p.Code, Enhanced: p.Enhanced, Text: p.Text, Reason: p.Reason}
 }
 
 // logDecision writes the one line per decision.

@@ -94,7 +94,7 @@ func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 		return gomilter.RespAccept, nil
 	}
 	if s.tooBig {
-		return s.refuse(552, "5.3.4", fmt.Sprintf("message header too large (limit %d bytes)", s.srv.opts.Config.Limits.MaxHeaderSize.Bytes)), nil
+		return s.refuse(policy.ReplyHeaderTooLarge(s.srv.opts.Config.Limits.MaxHeaderSize.Bytes)), nil
 	}
 	s.maxSize = s.srv.opts.Config.Limits.MaxMessageSize.Bytes
 	for _, p := range s.lists {
@@ -109,7 +109,7 @@ func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 // addressed; past it the post is refused with 552 during DATA.
 func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
 	if int64(s.header.Len()+s.body.Len()+len(chunk)) > s.maxSize {
-		return s.refuse(552, "5.3.4", fmt.Sprintf("message too big for the list (limit %d bytes)", s.maxSize)), nil
+		return s.refuse(policy.ReplyTooBig(s.maxSize)), nil
 	}
 	s.body.Write(chunk)
 	return gomilter.RespContinue, nil
@@ -126,8 +126,8 @@ func (s *session) Abort(m *gomilter.Modifier) error {
 	return nil
 }
 
-// refuse answers with an SMTP reply of our own text. A reply-code
+// refuse answers with reply r (policy/replies.go). A reply-code
 // response ('y') refuses the transaction with that exact text.
-func (s *session) refuse(code int, enhanced, text string) gomilter.Response {
-	return gomilter.NewResponseStr('y', fmt.Sprintf("%d %s %s", code, enhanced, deliver.OneLine(text)))
+func (s *session) refuse(r policy.Problem) gomilter.Response {
+	return gomilter.NewResponseStr('y', fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, deliver.OneLine(r.Text)))
 }

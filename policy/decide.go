@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"fmt"
 	"time"
 )
 
@@ -103,24 +102,20 @@ type Decision struct {
 // unbound signature; the first that does not accept decides.
 func (p *Policy) Decide(f Findings, now time.Time) Decision {
 	if f.Problem != nil {
-		return Decision{Action: Reject, Code: f.Problem.Code, Enhanced: f.Problem.Enhanced, Text: f.Problem.Text, Reason: f.Problem.Reason}
+		return f.Problem.Refusal()
 	}
 	// A replay gets post.replay whatever else the post is: holding or
 	// accepting it again under another rule would redistribute it.
 	if f.Replay {
 		return p.replay(f)
 	}
-	keyHint := fmt.Sprintf("send \"key get\" to %s for the list key", p.RequestAddress())
 	if !f.Encrypted && p.Post.Encrypted == "require" {
-		return Decision{Action: Reject, Code: 550, Enhanced: "5.7.1",
-			Text:   fmt.Sprintf("%s accepts only posts encrypted to the list key; %s", p.Address, keyHint),
-			Reason: "not-encrypted"}
+		return p.replyNotEncrypted().Refusal()
 	}
 	if !f.FromMember {
 		// A non-member has no registered key, so signature rules cannot
 		// apply: non_member alone decides, then the replay check.
-		d := p.act(p.Post.NonMember, "non-member", 550, "5.7.1",
-			fmt.Sprintf("the From address is not a member of %s; to subscribe, send \"subscribe\" to %s", p.Address, p.RequestAddress()))
+		d := act(p.Post.NonMember, p.replyNonMember())
 		if d.Action != Accept {
 			return d
 		}
@@ -128,41 +123,31 @@ func (p *Policy) Decide(f Findings, now time.Time) Decision {
 	}
 	switch f.Signature {
 	case SignedBad:
-		return p.act(p.Post.BadSignature, "bad-signature", 550, "5.7.7",
-			"the post's signature does not verify; the message may have been altered in transit")
+		return act(p.Post.BadSignature, replyBadSignature())
 	case SignedKeyInvalid:
-		return p.act(p.Post.BadSignature, "key-not-valid", 550, "5.7.7",
-			fmt.Sprintf("the key that signed the post is expired or revoked; renew it (or send \"key change\" with a new key to %s) and sign the post again", p.RequestAddress()))
+		return act(p.Post.BadSignature, p.replyKeyNotValid())
 	case SignedUnknown:
-		return p.act(p.Post.BadSignature, "unknown-signer", 550, "5.7.7",
-			fmt.Sprintf("the post is signed by a key that is not registered for the From address; send \"key show\" to %s to see your registered key", p.RequestAddress()))
+		return act(p.Post.BadSignature, p.replyUnknownSigner())
 	case SignedValid:
 		if !f.SignerBoundToFrom {
-			return p.act(p.Post.BadSignature, "signer-not-from", 550, "5.7.7",
-				"the post is signed by a member key that is not registered for the From address")
+			return act(p.Post.BadSignature, replySignerNotFrom())
 		}
 		if f.Binding == BoundElsewhere {
-			return Decision{Action: Reject, Code: 550, Enhanced: "5.7.1", Reason: "signed-for-others",
-				Text: fmt.Sprintf("the post's signature names other recipients, not %s: it was written for someone else; sign a new post to the list", p.Address)}
+			return p.replySignedForOthers().Refusal()
 		}
 		if f.SigTime.After(now.Add(p.Post.ClockSkew.D)) {
-			return p.act(p.Post.BadSignature, "signature-in-future", 550, "5.7.7",
-				"the post's signature is dated in the future; check your computer's clock")
+			return act(p.Post.BadSignature, replySignatureInFuture())
 		}
 		if f.SigTime.Before(now.Add(-p.Post.ReplayWindow.D)) {
-			return p.act(p.Post.Replay, "signature-too-old", 550, "5.7.1",
-				fmt.Sprintf("the post's signature is older than %s and is taken for a replay; sign a new post", p.Post.ReplayWindow.Raw))
+			return act(p.Post.Replay, p.replySignatureTooOld())
 		}
 		if f.Binding == Unbound && p.Post.UnboundSignature != "accept" {
-			return p.act(p.Post.UnboundSignature, "unbound-signature", 550, "5.7.1",
-				fmt.Sprintf("the post's signature does not show it was written for %s; put the list address in To or Cc and use a mail client that protects headers (or encrypt and sign with a current OpenPGP program)", p.Address))
+			return act(p.Post.UnboundSignature, p.replyUnboundSignature())
 		}
 	case Unsigned:
 		switch p.Post.Signed {
 		case "require":
-			return Decision{Action: Reject, Code: 550, Enhanced: "5.7.1",
-				Text:   fmt.Sprintf("%s accepts only posts signed with your registered key; sign the post", p.Address),
-				Reason: "not-signed"}
+			return p.replyNotSigned().Refusal()
 		case "hold":
 			return Decision{Action: Hold, Reason: "not-signed"}
 		}
@@ -172,15 +157,15 @@ func (p *Policy) Decide(f Findings, now time.Time) Decision {
 
 func (p *Policy) replay(f Findings) Decision {
 	if f.Replay {
-		return p.act(p.Post.Replay, "replay", 550, "5.7.1",
-			"this post (its signature or ciphertext) was already sent to the list; a replayed post is not distributed again")
+		return act(p.Post.Replay, replyReplay())
 	}
 	return Decision{Action: Accept, Reason: "ok"}
 }
 
-// act turns a policy word into a decision; the reply is used for reject.
-func (p *Policy) act(word, reason string, code int, enhanced, text string) Decision {
-	d := Decision{Reason: reason}
+// act turns a policy word into a decision; the reply r is used for
+// reject, its Reason always.
+func act(word string, r Problem) Decision {
+	d := Decision{Reason: r.Reason}
 	switch word {
 	case "accept":
 		d.Action = Accept
@@ -189,7 +174,17 @@ func (p *Policy) act(word, reason string, code int, enhanced, text string) Decis
 	case "discard":
 		d.Action = Discard
 	default: // "reject"; validation allows nothing else
-		d.Action, d.Code, d.Enhanced, d.Text = Reject, code, enhanced, text
+		d = r.Refusal()
 	}
 	return d
+}
+
+// Refusal is the decision that refuses a post with reply r.
+func (r Problem) Refusal() Decision {
+	return Decision{Action: Reject, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text, Reason: r.Reason}
+}
+
+// TempFailure is the decision that tempfails a post with reply r.
+func (r Problem) TempFailure() Decision {
+	return Decision{Action: TempFail, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text, Reason: r.Reason}
 }
