@@ -3,19 +3,51 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 )
 
 // MarkDelivered records, in one transaction, that batch number batch of
-// the post was handed to the MTA for recipients. already reports that
-// the batch had been recorded before (by this or another process), in
-// which case nothing changes. The outbound stage calls it right after
-// the MTA accepted the batch.
+// the post was handed to the MTA for recipients (RecordBatch with no
+// refusals).
 func (s *Store) MarkDelivered(ctx context.Context, list string, postID []byte, batch int, recipients []string, at time.Time) (already bool, err error) {
+	return s.RecordBatch(ctx, list, postID, batch, recipients, nil, at)
+}
+
+// RecordBatch records what the MTA did with batch number batch of the
+// post, in one transaction: the recipients it took (accepted: the batch
+// row and one row per recipient) and those it refused permanently at
+// RCPT TO. already reports that the batch had been recorded before (by
+// this or another process), in which case nothing changes. The delivery
+// calls it right after the MTA's reply to the batch's DATA: the time
+// between that reply and this commit is the one window in which a crash
+// repeats the batch on retry (docs/outbound.md), so the commit is made
+// as short as the engines allow. Each table gets one multi-row statement,
+// and the commit has relaxed durability (relaxedTx): a crash of the
+// milter after it returned keeps it; a crash of the machine (or of the
+// PostgreSQL server) before the next durable commit may lose it, which
+// repeats the batch, and never loses it.
+func (s *Store) RecordBatch(ctx context.Context, list string, postID []byte, batch int, accepted []string, refused []RefusedRecipient, at time.Time) (already bool, err error) {
+	if len(accepted) == 0 && len(refused) == 0 {
+		return false, nil
+	}
 	at = nowOr(at)
-	err = s.tx(ctx, func(tx *sqlx.Tx) error {
+	err = s.relaxedTx(ctx, func(tx *sqlx.Tx) error {
+		if len(refused) > 0 {
+			rows := make([][]any, len(refused))
+			for i, r := range refused {
+				rows[i] = []any{list, postID, r.Address, r.Reply, at}
+			}
+			if err := s.insertRows(ctx, tx, `INSERT INTO refused_recipients (list, post_id, address, reply, refused_at) VALUES `,
+				` ON CONFLICT (list, post_id, address) DO NOTHING`, rows); err != nil {
+				return err
+			}
+		}
+		if len(accepted) == 0 {
+			return nil
+		}
 		res, err := tx.ExecContext(ctx, s.q(`INSERT INTO deliveries (list, post_id, batch, delivered_at)
 			VALUES (?, ?, ?, ?) ON CONFLICT (list, post_id, batch) DO NOTHING`), list, postID, batch, at)
 		if err != nil {
@@ -29,18 +61,43 @@ func (s *Store) MarkDelivered(ctx context.Context, list string, postID []byte, b
 			already = true
 			return nil
 		}
-		for _, r := range recipients {
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO delivered_recipients (list, post_id, address, batch, delivered_at)
-				VALUES (?, ?, ?, ?, ?) ON CONFLICT (list, post_id, address) DO NOTHING`), list, postID, r, batch, at); err != nil {
-				return err
-			}
+		rows := make([][]any, len(accepted))
+		for i, r := range accepted {
+			rows[i] = []any{list, postID, r, batch, at}
 		}
-		return nil
+		return s.insertRows(ctx, tx, `INSERT INTO delivered_recipients (list, post_id, address, batch, delivered_at) VALUES `,
+			` ON CONFLICT (list, post_id, address) DO NOTHING`, rows)
 	})
 	if err != nil {
-		return false, fmt.Errorf("store: mark batch %d delivered on %q: %w", batch, list, err)
+		return false, fmt.Errorf("store: record batch %d on %q: %w", batch, list, err)
 	}
 	return already, nil
+}
+
+// insertRows runs head + "(?, ...), (?, ...)" + tail for rows, as few
+// statements as the engines' parameter limits allow (SQLite's 32,766,
+// PostgreSQL's 65,535).
+func (s *Store) insertRows(ctx context.Context, tx *sqlx.Tx, head, tail string, rows [][]any) error {
+	const perStatement = 500
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), perStatement)]
+		rows = rows[len(chunk):]
+		var q strings.Builder
+		q.WriteString(head)
+		args := make([]any, 0, len(chunk)*len(chunk[0]))
+		for i, r := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?" + strings.Repeat(", ?", len(r)-1) + ")")
+			args = append(args, r...)
+		}
+		q.WriteString(tail)
+		if _, err := tx.ExecContext(ctx, s.q(q.String()), args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeliveredRecipients returns the recipients the post was delivered to

@@ -130,3 +130,19 @@ func (s *Store) MembersByKeyID(ctx context.Context, list string, keyID uint64) (
 	}
 	return ms, nil
 }
+
+// OneConnection keeps the store on one database connection, so that a
+// test reads the session settings the store's own statements ran with.
+func (s *Store) OneConnection() { s.db.SetMaxOpenConns(1) }
+
+// Durability is the commit durability of the store's connection:
+// SQLite's synchronous ("2" is FULL), PostgreSQL's synchronous_commit.
+func (s *Store) Durability(ctx context.Context) (string, error) {
+	var v string
+	q := `PRAGMA synchronous`
+	if s.engine == EnginePostgres {
+		q = `SHOW synchronous_commit`
+	}
+	err := s.db.GetContext(ctx, &v, q)
+	return v, err
+}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/jmoiron/sqlx"
 )
 
 // RefusedRecipient is a member the MTA refused permanently (5xx at RCPT
@@ -15,29 +13,6 @@ type RefusedRecipient struct {
 	Address   string    `db:"address"`
 	Reply     string    `db:"reply"` // the MTA's reply, e.g. "550 5.1.1 ... User unknown"
 	RefusedAt time.Time `db:"refused_at"`
-}
-
-// MarkRefused records, in one transaction, that the MTA refused these
-// recipients of the post. A recipient recorded before (by this or
-// another process) keeps its first record.
-func (s *Store) MarkRefused(ctx context.Context, list string, postID []byte, refused []RefusedRecipient, at time.Time) error {
-	if len(refused) == 0 {
-		return nil
-	}
-	at = nowOr(at)
-	err := s.tx(ctx, func(tx *sqlx.Tx) error {
-		for _, r := range refused {
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO refused_recipients (list, post_id, address, reply, refused_at)
-				VALUES (?, ?, ?, ?, ?) ON CONFLICT (list, post_id, address) DO NOTHING`), list, postID, r.Address, r.Reply, at); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store: mark %d recipients refused on %q: %w", len(refused), list, err)
-	}
-	return nil
 }
 
 // RefusedRecipients returns the recipients refused for the post, in

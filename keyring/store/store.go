@@ -76,6 +76,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		q := url.Values{}
 		q.Add("_pragma", "busy_timeout(10000)")
 		q.Add("_pragma", "journal_mode(WAL)")
+		// Every commit is durable when it returns (the WAL is synced),
+		// but for the delivery records (relaxedTx): docs/outbound.md.
+		q.Add("_pragma", "synchronous(FULL)")
 		q.Add("_pragma", "foreign_keys(1)")
 		q.Set("_txlock", "immediate")
 		q.Set("_time_format", "sqlite")
@@ -177,6 +180,11 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	return finish(tx, fn)
+}
+
+// finish runs fn in tx, then commits, or rolls back if fn failed.
+func finish(tx *sqlx.Tx, fn func(tx *sqlx.Tx) error) error {
 	if err := fn(tx); err != nil {
 		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 			err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
@@ -187,6 +195,46 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// relaxedTx runs fn in a transaction whose commit does not wait for the
+// disk: on SQLite with synchronous=NORMAL on its connection (in WAL mode
+// the commit is in the WAL, in the OS's page cache, when it returns: a
+// crash of the process keeps it, a crash of the machine may lose it
+// until the next commit with synchronous=FULL, which syncs the WAL with
+// it), on PostgreSQL with synchronous_commit off for this transaction (a
+// crash of the server may lose it until the next synchronous commit
+// flushes the WAL past it). Only for records whose loss repeats work
+// and never loses or admits anything: the delivery records.
+func (s *Store) relaxedTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	if s.engine == EnginePostgres {
+		return s.tx(ctx, func(tx *sqlx.Tx) error {
+			if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit TO off`); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+	}
+	conn, err := s.db.Connx(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		// Back to FULL before the connection returns to the pool; one
+		// that cannot be restored is discarded, never reused relaxed.
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); err != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	tx, err := conn.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	return finish(tx, fn)
 }
 
 // ts is the form every time is written in: UTC, microseconds (PostgreSQL's

@@ -743,7 +743,7 @@ func TestReleasePost(t *testing.T) {
 		if err := s.MarkPostComplete(ctx, listAddr, []byte("complete"), t0); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.MarkRefused(ctx, listAddr, []byte("bounced"), []store.RefusedRecipient{{Address: "b@example.org", Reply: "550 5.1.1 no such user"}}, t0); err != nil {
+		if _, err := s.RecordBatch(ctx, listAddr, []byte("bounced"), 0, nil, []store.RefusedRecipient{{Address: "b@example.org", Reply: "550 5.1.1 no such user"}}, t0); err != nil {
 			t.Fatal(err)
 		}
 		for _, tc := range []struct {

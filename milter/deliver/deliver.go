@@ -257,27 +257,22 @@ func (d *Deliverer) submit(ctx context.Context, dl *delivery, number int, from s
 	if err != nil {
 		return fmt.Errorf("batch %d: %w", number, err)
 	}
-	if len(res.Refused) > 0 {
-		refused := make([]store.RefusedRecipient, len(res.Refused))
-		for i, r := range res.Refused {
-			refused[i] = store.RefusedRecipient{Address: r.Address, Reply: r.Reply, RefusedAt: d.opts.Now()}
-			d.opts.Log.Warn("recipient refused", "list", list, "batch", number, "rcpt", r.Address, "code", r.Code,
-				"action", "left out of this post")
-		}
-		if err := d.opts.Store.MarkRefused(ctx, list, dl.postID, refused, d.opts.Now()); err != nil {
-			return fmt.Errorf("batch %d: %w", number, err)
-		}
-		dl.mu.Lock()
-		dl.res.Refused = append(dl.res.Refused, refused...)
-		dl.mu.Unlock()
+	// The MTA has the batch: record it at once, in one short commit
+	// (store.RecordBatch), before anything else; the log comes after.
+	now := d.opts.Now()
+	refused := make([]store.RefusedRecipient, len(res.Refused))
+	for i, r := range res.Refused {
+		refused[i] = store.RefusedRecipient{Address: r.Address, Reply: r.Reply, RefusedAt: now}
 	}
-	if len(res.Accepted) == 0 {
-		return nil
-	}
-	if _, err := d.opts.Store.MarkDelivered(ctx, list, dl.postID, number, res.Accepted, d.opts.Now()); err != nil {
+	if _, err := d.opts.Store.RecordBatch(ctx, list, dl.postID, number, res.Accepted, refused, now); err != nil {
 		return fmt.Errorf("batch %d: %w", number, err)
 	}
+	for _, r := range res.Refused {
+		d.opts.Log.Warn("recipient refused", "list", list, "batch", number, "rcpt", r.Address, "code", r.Code,
+			"action", "left out of this post")
+	}
 	dl.mu.Lock()
+	dl.res.Refused = append(dl.res.Refused, refused...)
 	dl.res.Served += len(res.Accepted)
 	dl.mu.Unlock()
 	return nil
