@@ -6,7 +6,7 @@ import (
 	"github.com/listcrypt/listcrypt/policy"
 )
 
-// NotifyModerators calls notifyModerators for the external tests, with
+// NotifyModerators calls holds.Notifier.NotifyModerators for the external tests, with
 // the list locked as endOfMessage holds it.
 func (srv *Server) NotifyModerators(ctx context.Context, p *policy.Policy, holdID int64, reason string) error {
 	unlock, err := srv.lockLists(ctx, []*policy.Policy{p})
@@ -14,5 +14,5 @@ func (srv *Server) NotifyModerators(ctx context.Context, p *policy.Policy, holdI
 		return err
 	}
 	defer unlock()
-	return srv.notifyModerators(ctx, p, holdID, reason)
+	return srv.holds.NotifyModerators(ctx, p, holdID, reason)
 }

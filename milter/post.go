@@ -200,7 +200,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 	// not go out now is sent again by the hourly ExpireHolds run.
 	for i, o := range outs {
 		if o.decision.Action == policy.Hold && infos[i].holdID != 0 {
-			if err := srv.notifyModerators(ctx, o.list, infos[i].holdID, o.decision.Reason); err != nil {
+			if err := srv.holds.NotifyModerators(ctx, o.list, infos[i].holdID, o.decision.Reason); err != nil {
 				srv.opts.Log.Warn("notify moderators", "list", o.list.Address, "queue_id", s.queueID, "hold_id", infos[i].holdID, "err", err)
 			}
 		}

@@ -18,23 +18,15 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
-	"github.com/listcrypt/listcrypt/keyring"
-	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/deliver"
+	"github.com/listcrypt/listcrypt/milter/holds"
 	"github.com/listcrypt/listcrypt/milter/reinject"
 	"github.com/listcrypt/listcrypt/policy"
-	"github.com/listcrypt/listcrypt/policy/config"
 )
 
-// Options wire a Server.
-type Options struct {
-	Store  *store.Store
-	Keys   *keyring.Cache
-	Config *config.Config
-	Log    *slog.Logger
-	// Now is the clock (nil: time.Now).
-	Now func() time.Time
-}
+// Options wire a Server: the site's store, keys and config, the log and
+// the clock, as for its Deliverer.
+type Options = deliver.Options
 
 // Server serves milter connections. Policies can be swapped at any time
 // (SIGHUP): each transaction uses the set current at its RCPT TO.
@@ -44,6 +36,9 @@ type Server struct {
 	mil      *gomilter.Server
 	// deliverer distributes accepted posts (milter/deliver).
 	deliverer *deliver.Deliverer
+	// holds tells moderators about held posts and expires them
+	// (milter/holds).
+	holds *holds.Notifier
 
 	// listLocks serialise the OpenPGP work on one list's keys: go-crypto
 	// writes into shared key objects while it verifies and selects keys
@@ -86,7 +81,8 @@ func NewServer(opts Options, policies *policy.Set) *Server {
 		opts.Log = slog.Default()
 	}
 	s := &Server{opts: opts, conns: map[*trackedConn]struct{}{}, changed: make(chan struct{}, 1), done: make(chan struct{}),
-		deliverer: deliver.New(deliver.Options{Store: opts.Store, Keys: opts.Keys, Config: opts.Config, Log: opts.Log, Now: opts.Now})}
+		deliverer: deliver.New(opts)}
+	s.holds = holds.New(holds.Options{Options: opts, KeyCache: s.deliverer.KeyCache(), Lock: s.lockLists})
 	s.claimOwner = processOwner()
 	s.policies.Store(policies)
 	s.mil = &gomilter.Server{
@@ -188,3 +184,9 @@ func (s *Server) lockLists(ctx context.Context, lists []*policy.Policy) (func(),
 // reinjectPool is the process's pool of SMTP connections to the
 // reinjection listener.
 func (srv *Server) reinjectPool() *reinject.Pool { return srv.deliverer.Pool() }
+
+// ExpireHolds is the daemon's hourly run over the current lists
+// (holds.Notifier.ExpireHolds).
+func (srv *Server) ExpireHolds(ctx context.Context, now time.Time) (int, error) {
+	return srv.holds.ExpireHolds(ctx, srv.Policies(), now)
+}

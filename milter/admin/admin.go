@@ -17,8 +17,8 @@ import (
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/keyring/store"
-	"github.com/listcrypt/listcrypt/milter"
 	"github.com/listcrypt/listcrypt/milter/deliver"
+	"github.com/listcrypt/listcrypt/milter/holds"
 	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
@@ -430,14 +430,8 @@ func (s *Site) ExpireHolds(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.server(keys, set).ExpireHolds(ctx, s.Now())
-}
-
-// server is the milter's hold machinery (expiry, notices) over this
-// site, for a verb (no MTA session; logs discarded).
-func (s *Site) server(keys *keyring.Cache, set *policy.Set) *milter.Server {
-	return milter.NewServer(milter.Options{Store: s.Store, Keys: keys,
-		Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}, set)
+	n := holds.New(holds.Options{Options: deliver.Options{Store: s.Store, Keys: keys, Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)}})
+	return n.ExpireHolds(ctx, set, s.Now())
 }
 
 // CheckPolicies validates every policy file, reporting every problem.

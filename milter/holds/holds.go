@@ -1,4 +1,9 @@
-package milter
+// Package holds tells moderators about held posts and expires the holds
+// nobody decided: the milter calls it right after holding a post, its
+// daemon runs ExpireHolds hourly, and "listcrypt hold expire" runs it
+// from the CLI. One implementation for all three; none builds a milter
+// server for it.
+package holds
 
 import (
 	"bytes"
@@ -7,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"mime"
 	"mime/quotedprintable"
 	"strings"
@@ -18,26 +24,61 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/deliver"
+	"github.com/listcrypt/listcrypt/milter/outbound"
 	"github.com/listcrypt/listcrypt/milter/reinject"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
 
-// Held posts: the moderators are told that a post waits (notifyModerators),
+// Held posts: the moderators are told that a post waits (NotifyModerators),
 // and holds that nobody decided within post.hold_expiry expire, the
 // owners told which (ExpireHolds, run hourly by the daemon and by
 // "listcrypt hold expire"). Notices carry ids, addresses, reasons and
 // times, never anything of the post: the post is only stored encrypted to
 // the list key, and "listcrypt hold show" opens it on the list host.
 
-// notifyModerators tells the moderators of list p (its owners when it
+// Options wire a Notifier.
+type Options struct {
+	// Options are the site's store, keys and config, the log and the
+	// clock, as for a Deliverer.
+	deliver.Options
+	// KeyCache checks member keys for encryption (nil: a fresh one).
+	KeyCache *outbound.KeyCache
+	// Lock serialises work on lists' keys with other users of the same
+	// key objects (the milter's sessions); nil when nobody else uses
+	// them in this process.
+	Lock func(ctx context.Context, lists []*policy.Policy) (unlock func(), err error)
+}
+
+// Notifier sends the hold notices of one site.
+type Notifier struct{ opts Options }
+
+// New returns a Notifier.
+func New(opts Options) *Notifier {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.KeyCache == nil {
+		opts.KeyCache = outbound.NewKeyCache()
+	}
+	if opts.Lock == nil {
+		opts.Lock = func(context.Context, []*policy.Policy) (func(), error) { return func() {}, nil }
+	}
+	return &Notifier{opts: opts}
+}
+
+// NotifyModerators tells the moderators of list p (its owners when it
 // has no moderators) that held post holdID waits for them: the list, the
 // hold id, the reason word, the envelope sender, the arrival time, when
 // it expires, and the "listcrypt hold show|approve|reject ID" commands.
 //
 // Contract for the caller (endOfMessage, right after store.AddHold):
 //
-//   - Hold the list's lock (srv.lockLists), as endOfMessage does for the
+//   - Hold the list's lock (Options.Lock), as endOfMessage does for the
 //     whole transaction: the notice is signed with the list key and
 //     encrypted to member keys, objects shared by the list's sessions.
 //     ctx bounds the work (each submission is also bounded by
@@ -55,21 +96,21 @@ import (
 // notified_at is claimed first; a hold already notified or no longer
 // waiting is skipped (nil). A list with neither moderators nor owners
 // sends nothing and logs a warning.
-func (srv *Server) notifyModerators(ctx context.Context, p *policy.Policy, holdID int64, reason string) error {
-	now := srv.opts.Now()
-	ok, err := srv.opts.Store.ClaimHoldNotice(ctx, holdID, now)
+func (nf *Notifier) NotifyModerators(ctx context.Context, p *policy.Policy, holdID int64, reason string) error {
+	now := nf.opts.Now()
+	ok, err := nf.opts.Store.ClaimHoldNotice(ctx, holdID, now)
 	if err != nil {
 		return fmt.Errorf("notify moderators of hold %d: %w", holdID, err)
 	}
 	if !ok {
 		return nil
 	}
-	h, err := srv.opts.Store.HoldMeta(ctx, holdID)
+	h, err := nf.opts.Store.HoldMeta(ctx, holdID)
 	if err == nil && h.List != p.Address {
 		err = fmt.Errorf("hold %d belongs to %s, not %s", holdID, h.List, p.Address)
 	}
 	if err != nil {
-		srv.releaseNotice(ctx, holdID)
+		nf.releaseNotice(ctx, holdID)
 		return fmt.Errorf("notify moderators of hold %d: %w", holdID, err)
 	}
 	if reason == "" {
@@ -80,11 +121,11 @@ func (srv *Server) notifyModerators(ctx context.Context, p *policy.Policy, holdI
 		to, who = p.Owners, "owners"
 	}
 	if len(to) == 0 {
-		srv.opts.Log.Warn("held post: the list has no moderators or owners to tell", "list", p.Address, "hold_id", holdID)
+		nf.opts.Log.Warn("held post: the list has no moderators or owners to tell", "list", p.Address, "hold_id", holdID)
 		return nil
 	}
 	expires := h.CreatedAt.Add(p.Post.HoldExpiry.D)
-	cli := cliCommand(srv.opts.Config)
+	cli := cliCommand(nf.opts.Config)
 	var text strings.Builder
 	fmt.Fprintf(&text, "A post to %s waits for a moderator.\n\n", p.Address)
 	fmt.Fprintf(&text, "  hold:     %d\n  reason:   %s\n  sender:   %s\n  arrived:  %s\n  expires:  %s (post.hold_expiry %s)\n\n",
@@ -96,27 +137,27 @@ func (srv *Server) notifyModerators(ctx context.Context, p *policy.Policy, holdI
 	fmt.Fprintf(&text, "  %s hold reject %d    drop it\n\n", cli, holdID)
 	text.WriteString("If nobody decides, it expires and the owners are told.\n")
 	subject := fmt.Sprintf("[%s] post held for moderation (hold %d)", p.Address, holdID)
-	sent, err := srv.sendNotices(ctx, p, to, subject, text.String())
+	sent, err := nf.sendNotices(ctx, p, to, subject, text.String())
 	if sent.delivered() == 0 {
-		srv.releaseNotice(ctx, holdID)
+		nf.releaseNotice(ctx, holdID)
 	}
 	if err != nil {
-		srv.opts.Log.Error("held post: telling the "+who+" failed", "list", p.Address, "hold_id", holdID,
+		nf.opts.Log.Error("held post: telling the "+who+" failed", "list", p.Address, "hold_id", holdID,
 			"encrypted", sent.encrypted, "plain", sent.plain, "failed", sent.failed, "err", err)
 		return fmt.Errorf("notify %s of hold %d: %w", who, holdID, err)
 	}
-	srv.opts.Log.Info("held post: "+who+" told", "list", p.Address, "hold_id", holdID, "reason", reason,
+	nf.opts.Log.Info("held post: "+who+" told", "list", p.Address, "hold_id", holdID, "reason", reason,
 		"encrypted", sent.encrypted, "plain", sent.plain)
 	return nil
 }
 
-func (srv *Server) releaseNotice(ctx context.Context, holdID int64) {
-	if err := srv.opts.Store.ReleaseHoldNotice(context.WithoutCancel(ctx), holdID); err != nil {
-		srv.opts.Log.Error("held post: notice could not be marked as due again", "hold_id", holdID, "err", err)
+func (nf *Notifier) releaseNotice(ctx context.Context, holdID int64) {
+	if err := nf.opts.Store.ReleaseHoldNotice(context.WithoutCancel(ctx), holdID); err != nil {
+		nf.opts.Log.Error("held post: notice could not be marked as due again", "hold_id", holdID, "err", err)
 	}
 }
 
-// ExpireHolds expires, for every list with a policy file, the holds
+// ExpireHolds expires the holds of lists, for every list with a policy file, the holds
 // still waiting after the list's post.hold_expiry at now; they can no
 // longer be approved. The owners (the moderators when the list has no
 // owners) are told which, with each hold's id, sender, reason and age.
@@ -124,20 +165,21 @@ func (srv *Server) releaseNotice(ctx context.Context, holdID int64) {
 // put back and the next run tries again. It also sends the moderator
 // notices that failed before, and the responder's replies waiting in the
 // outbox. It returns how many holds expired.
-func (srv *Server) ExpireHolds(ctx context.Context, now time.Time) (int, error) {
+func (nf *Notifier) ExpireHolds(ctx context.Context, set *policy.Set, now time.Time) (int, error) {
 	var errs []error
 	total := 0
-	for _, p := range srv.Policies().Lists {
-		n, err := srv.expireList(ctx, p, now)
-		total += n
+	for _, addr := range set.Addresses() {
+		p := set.Lookup(addr)
+		expired, err := nf.expireList(ctx, p, now)
+		total += expired
 		if err != nil {
 			errs = append(errs, fmt.Errorf("list %s: %w", p.Address, err))
 		}
-		if err := srv.retryNotices(ctx, p); err != nil {
+		if err := nf.retryNotices(ctx, p); err != nil {
 			errs = append(errs, fmt.Errorf("list %s: %w", p.Address, err))
 		}
 	}
-	if err := srv.resumeOutbox(ctx); err != nil {
+	if err := nf.resumeOutbox(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	return total, errors.Join(errs...)
@@ -146,12 +188,12 @@ func (srv *Server) ExpireHolds(ctx context.Context, now time.Time) (int, error) 
 // resumeOutbox sends the responder's replies still waiting in the outbox
 // (a responder died between its commit and its send, or the MTA was
 // unreachable), each exactly once; see docs/responder.md.
-func (srv *Server) resumeOutbox(ctx context.Context) error {
-	res, err := srv.opts.Store.SendOutbox(ctx, "", 0, srv.opts.Now, func(ctx context.Context, m store.OutboxMail) error {
-		return reinject.Send(ctx, srv.opts.Config.Reinject.Address, m.Sender, m.Recipients, m.Message)
+func (nf *Notifier) resumeOutbox(ctx context.Context) error {
+	res, err := nf.opts.Store.SendOutbox(ctx, "", 0, nf.opts.Now, func(ctx context.Context, m store.OutboxMail) error {
+		return reinject.Send(ctx, nf.opts.Config.Reinject.Address, m.Sender, m.Recipients, m.Message)
 	}, func(err error) bool { return !temporary(err) })
 	if len(res.Sent)+len(res.Dropped) > 0 || err != nil {
-		srv.opts.Log.Info("responder outbox resumed", "sent", len(res.Sent), "dropped", len(res.Dropped), "waiting", len(res.Waiting), "err", err)
+		nf.opts.Log.Info("responder outbox resumed", "sent", len(res.Sent), "dropped", len(res.Dropped), "waiting", len(res.Waiting), "err", err)
 	}
 	if err != nil {
 		return fmt.Errorf("responder outbox: %w", err)
@@ -159,8 +201,8 @@ func (srv *Server) resumeOutbox(ctx context.Context) error {
 	return nil
 }
 
-func (srv *Server) expireList(ctx context.Context, p *policy.Policy, now time.Time) (int, error) {
-	expired, err := srv.opts.Store.ExpireHolds(ctx, p.Address, now.Add(-p.Post.HoldExpiry.D), now)
+func (nf *Notifier) expireList(ctx context.Context, p *policy.Policy, now time.Time) (int, error) {
+	expired, err := nf.opts.Store.ExpireHolds(ctx, p.Address, now.Add(-p.Post.HoldExpiry.D), now)
 	if err != nil || len(expired) == 0 {
 		return 0, err
 	}
@@ -173,7 +215,7 @@ func (srv *Server) expireList(ctx context.Context, p *policy.Policy, now time.Ti
 		to, who = p.Moderators, "moderators"
 	}
 	if len(to) == 0 {
-		srv.opts.Log.Warn("held posts expired; the list has no owners or moderators to tell", "list", p.Address, "hold_ids", ids)
+		nf.opts.Log.Warn("held posts expired; the list has no owners or moderators to tell", "list", p.Address, "hold_ids", ids)
 		return len(expired), nil
 	}
 	var text strings.Builder
@@ -185,19 +227,19 @@ func (srv *Server) expireList(ctx context.Context, p *policy.Policy, now time.Ti
 	}
 	fmt.Fprintf(&text, "\nNothing of the posts is in this notice. To keep holds longer, raise post.hold_expiry in\nthe list's policy file.\n")
 	subject := fmt.Sprintf("[%s] %d held post(s) expired", p.Address, len(expired))
-	unlock, err := srv.lockLists(ctx, []*policy.Policy{p})
+	unlock, err := nf.opts.Lock(ctx, []*policy.Policy{p})
 	if err != nil {
-		srv.restoreExpired(ctx, p, ids)
+		nf.restoreExpired(ctx, p, ids)
 		return 0, err
 	}
-	sent, err := srv.sendNotices(ctx, p, to, subject, text.String())
+	sent, err := nf.sendNotices(ctx, p, to, subject, text.String())
 	unlock()
 	if sent.delivered() == 0 && temporary(err) {
-		srv.restoreExpired(ctx, p, ids)
-		srv.opts.Log.Error("held posts not expired: the "+who+" could not be told; next run tries again", "list", p.Address, "hold_ids", ids, "err", err)
+		nf.restoreExpired(ctx, p, ids)
+		nf.opts.Log.Error("held posts not expired: the "+who+" could not be told; next run tries again", "list", p.Address, "hold_ids", ids, "err", err)
 		return 0, fmt.Errorf("tell the %s which holds expired: %w", who, err)
 	}
-	srv.opts.Log.Info("held posts expired", "list", p.Address, "hold_ids", ids, "told", who,
+	nf.opts.Log.Info("held posts expired", "list", p.Address, "hold_ids", ids, "told", who,
 		"encrypted", sent.encrypted, "plain", sent.plain, "failed", sent.failed)
 	if err != nil {
 		return len(expired), fmt.Errorf("tell the %s which holds expired: %w", who, err)
@@ -205,26 +247,26 @@ func (srv *Server) expireList(ctx context.Context, p *policy.Policy, now time.Ti
 	return len(expired), nil
 }
 
-func (srv *Server) restoreExpired(ctx context.Context, p *policy.Policy, ids []int64) {
-	if err := srv.opts.Store.RestoreExpiredHolds(context.WithoutCancel(ctx), ids); err != nil {
-		srv.opts.Log.Error("expired holds could not be put back", "list", p.Address, "hold_ids", ids, "err", err)
+func (nf *Notifier) restoreExpired(ctx context.Context, p *policy.Policy, ids []int64) {
+	if err := nf.opts.Store.RestoreExpiredHolds(context.WithoutCancel(ctx), ids); err != nil {
+		nf.opts.Log.Error("expired holds could not be put back", "list", p.Address, "hold_ids", ids, "err", err)
 	}
 }
 
 // retryNotices sends the moderator notices that failed before.
-func (srv *Server) retryNotices(ctx context.Context, p *policy.Policy) error {
-	hs, err := srv.opts.Store.UnnotifiedHolds(ctx, p.Address)
+func (nf *Notifier) retryNotices(ctx context.Context, p *policy.Policy) error {
+	hs, err := nf.opts.Store.UnnotifiedHolds(ctx, p.Address)
 	if err != nil || len(hs) == 0 {
 		return err
 	}
-	unlock, err := srv.lockLists(ctx, []*policy.Policy{p})
+	unlock, err := nf.opts.Lock(ctx, []*policy.Policy{p})
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	var errs []error
 	for _, h := range hs {
-		if err := srv.notifyModerators(ctx, p, h.ID, h.Reason); err != nil {
+		if err := nf.NotifyModerators(ctx, p, h.ID, h.Reason); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -248,32 +290,32 @@ func (n noticeCounts) delivered() int { return n.encrypted + n.plain }
 // the address's key and signed by the list key when it is an active
 // member with a usable key, plain otherwise. The caller holds the list's
 // lock. The error joins every failed copy's.
-func (srv *Server) sendNotices(ctx context.Context, p *policy.Policy, to []string, subject, text string) (noticeCounts, error) {
+func (nf *Notifier) sendNotices(ctx context.Context, p *policy.Policy, to []string, subject, text string) (noticeCounts, error) {
 	var n noticeCounts
-	now := srv.opts.Now()
-	members, err := srv.opts.Keys.Members(ctx, p.Address)
+	now := nf.opts.Now()
+	members, err := nf.opts.Keys.Members(ctx, p.Address)
 	if err != nil {
 		return n, err
 	}
-	cfg := keyring.PacketConfig(keyring.ConfigLimits(srv.opts.Config), srv.opts.Now)
+	cfg := keyring.PacketConfig(keyring.ConfigLimits(nf.opts.Config), nf.opts.Now)
 	var listKey *openpgp.Entity
 	var errs []error
 	for _, addr := range to {
 		addr = policy.NormalizeAddress(addr)
 		var key *openpgp.Entity
 		if fpr, ok := members.Active[addr]; ok {
-			if e := members.Entities[fpr]; e != nil && srv.deliverer.KeyCache().CanEncrypt(e, now, cfg) == nil {
+			if e := members.Entities[fpr]; e != nil && nf.opts.KeyCache.CanEncrypt(e, now, cfg) == nil {
 				key = e
 			}
 		}
 		if key != nil && listKey == nil {
-			if listKey, err = srv.opts.Keys.ListKey(ctx, p.Address); err != nil {
+			if listKey, err = nf.opts.Keys.ListKey(ctx, p.Address); err != nil {
 				return n, err
 			}
 		}
-		msg, err := composeNotice(p, addr, subject, text, key, listKey, now, srv.opts.Config)
+		msg, err := composeNotice(p, addr, subject, text, key, listKey, now, nf.opts.Config)
 		if err == nil {
-			err = reinject.Send(ctx, srv.opts.Config.Reinject.Address, p.BounceAddress(), []string{addr}, msg)
+			err = reinject.Send(ctx, nf.opts.Config.Reinject.Address, p.BounceAddress(), []string{addr}, msg)
 		}
 		switch {
 		case err != nil:
