@@ -59,9 +59,13 @@ import (
 // allowed one more copy too, counted apart. Any other duplicate, and any
 // member without a copy of a post, fails the test.
 //
-// The seed is logged; LISTCRYPT_CHAOS_SEED=N replays the kill schedule
-// (the instants are drawn from it; what a kill hits still depends on
-// timing).
+// The seed is fixed (chaosSeed) and logged; LISTCRYPT_CHAOS_SEED=N runs
+// another schedule, or replays the one of a failure. The seed fixes which
+// attempts are killed, when and how (the instants are drawn from it);
+// what a kill hits still depends on timing.
+
+// chaosSeed is the default seed of the kill schedule.
+const chaosSeed uint64 = 20261203
 
 // chaosMembers is the size of the list: four batches of 50.
 const chaosMembers = 200
@@ -79,7 +83,7 @@ func TestChaos(t *testing.T) {
 		t.Skip("kills the milter, Postfix daemons and the CLI for minutes")
 	}
 	began := time.Now()
-	seed := uint64(time.Now().UnixNano())
+	seed := chaosSeed
 	if s := os.Getenv("LISTCRYPT_CHAOS_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
@@ -87,7 +91,7 @@ func TestChaos(t *testing.T) {
 		}
 		seed = v
 	}
-	t.Logf("chaos seed %d (replay: LISTCRYPT_CHAOS_SEED=%d go test -run TestChaos ./milter/)", seed, seed)
+	t.Logf("chaos seed %d (another: LISTCRYPT_CHAOS_SEED=N CI=1 go test -race -run 'TestChaos$' ./milter/; one part: -run 'TestChaos$/postfix')", seed)
 	env := chaosSetup(t)
 	t.Logf("chaos: setup %v", time.Since(began).Round(time.Millisecond))
 	t.Run("milter", func(t *testing.T) {
@@ -581,6 +585,7 @@ type chaosRun struct {
 	t       *testing.T
 	env     *chaosEnv
 	name    string
+	seed    uint64
 	rng     *rand.Rand
 	began   time.Time
 	posts   map[string]*chaosPost // by Message-ID
@@ -599,7 +604,7 @@ type chaosRun struct {
 }
 
 func (env *chaosEnv) newRun(t *testing.T, name string, seed, stream uint64) *chaosRun {
-	return &chaosRun{t: t, env: env, name: name, rng: rand.New(rand.NewPCG(seed, stream)), began: time.Now(),
+	return &chaosRun{t: t, env: env, name: name, seed: seed, rng: rand.New(rand.NewPCG(seed, stream)), began: time.Now(),
 		posts: map[string]*chaosPost{}, window: map[string]map[string]int{}, mtaSide: map[string]map[string]int{},
 		typical: 300 * time.Millisecond}
 }
@@ -742,10 +747,10 @@ func (r *chaosRun) sendPosts(n int, kill func(p *chaosPost, start time.Time, ret
 			}
 			var se *rig.SMTPError
 			if errors.As(err, &se) && !se.Temporary() {
-				r.t.Fatalf("%s post %d attempt %d: permanent refusal %v (seed replay: see the test log)", r.name, i, attempt, err)
+				r.t.Fatalf("%s post %d attempt %d: permanent refusal %v (seed %d)", r.name, i, attempt, err, r.seed)
 			}
 			if attempt > 200 {
-				r.t.Fatalf("%s post %d: still refused after %d attempts: %v", r.name, i, attempt, err)
+				r.t.Fatalf("%s post %d: still refused after %d attempts: %v (seed %d)", r.name, i, attempt, err, r.seed)
 			}
 			if !killed {
 				// Refused without a kill of ours in this attempt (Postfix
@@ -994,6 +999,12 @@ func (r *chaosRun) approveHolds(n int) {
 				r.expireClaim(p)
 				continue
 			}
+			if attempt > 1 && strings.Contains(out.String(), "is already approved and was delivered") {
+				// The run killed last had delivered it and recorded so,
+				// and died before it exited: the hold is done.
+				r.check(nil)
+				break
+			}
 			r.t.Fatalf("hold approve %d: %v\n%s", p.holdID, err, out.String())
 		}
 	}
@@ -1106,7 +1117,8 @@ func (r *chaosRun) verify(members []string) {
 		if len(r.failures) > 30 {
 			r.failures = append(r.failures[:30], fmt.Sprintf("... and %d more", len(r.failures)-30))
 		}
-		t.Errorf("chaos %s failed (seed: see LISTCRYPT_CHAOS_SEED above):\n%s", r.name, strings.Join(r.failures, "\n"))
+		t.Errorf("chaos %s failed (replay: LISTCRYPT_CHAOS_SEED=%d CI=1 go test -race -run 'TestChaos$/%s' ./milter/):\n%s",
+			r.name, r.seed, r.name, strings.Join(r.failures, "\n"))
 		for _, k := range r.kills {
 			t.Logf("kill: post %d attempt %d, %s, %s, %s, window batches %d", k.post, k.attempt, k.target, k.how, k.where, k.window)
 		}
