@@ -19,6 +19,7 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring/store/storetest"
 	"github.com/listcrypt/listcrypt/milter"
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
 
@@ -130,7 +131,7 @@ func TestTwoHostsRaceForOnePost(t *testing.T) {
 	for trial := range trials {
 		post := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: list,
 			Body: fmt.Sprintf("race %d", trial)})
-		id, err := milter.PostID(post)
+		id, err := deliver.PostID(post)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +236,7 @@ func TestPostClaims(t *testing.T) {
 
 	// Live claim elsewhere.
 	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: f.alice, EncryptTo: list, Body: "claimed elsewhere"})
-	id, err := milter.PostID(msg)
+	id, err := deliver.PostID(msg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +270,7 @@ func TestPostClaims(t *testing.T) {
 	// Dead holder: it claimed ten minutes ago, recorded the post and
 	// delivered a batch to alice, then died.
 	msg = milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: f.alice, EncryptTo: list, Body: "holder died"})
-	if id, err = milter.PostID(msg); err != nil {
+	if id, err = deliver.PostID(msg); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _, err := st.ClaimPost(ctx, milterfix.List, id, "dead-host/1/x/1", lease, time.Now().Add(-10*time.Minute)); err != nil || !ok {
@@ -295,7 +296,7 @@ func TestPostClaims(t *testing.T) {
 	// A process of this machine killed while it held the post (its lease
 	// still runs): the next attempt takes over at once and resumes.
 	msg = milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: f.alice, EncryptTo: list, Body: "killed here"})
-	if id, err = milter.PostID(msg); err != nil {
+	if id, err = deliver.PostID(msg); err != nil {
 		t.Fatal(err)
 	}
 	gone := exec.Command("true")

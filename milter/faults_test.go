@@ -15,7 +15,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/listcrypt/listcrypt/keyring/store/storetest"
-	"github.com/listcrypt/listcrypt/milter"
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
 
@@ -166,7 +166,7 @@ func TestSQLiteDiskFullTempfails(t *testing.T) {
 		t.Errorf("a tempfailed transaction was modified: %+v", r.modacts)
 	}
 	checkTempfailLine(t, logs.String()[before:], "disk is full")
-	id, err := milter.PostID(second)
+	id, err := deliver.PostID(second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/milter"
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 	"github.com/listcrypt/listcrypt/milter/outbound"
 	"github.com/listcrypt/listcrypt/policy/tomlx"
@@ -342,7 +343,7 @@ func TestRetryOfUnfinishedPostIsNotReplay(t *testing.T) {
 	// A first attempt that recorded the post and then died before the
 	// answer: its post id is in the replay table, not marked complete.
 	ctx := context.Background()
-	id, err := milter.PostID(msg)
+	id, err := deliver.PostID(msg)
 	if err != nil {
 		t.Fatal(err)
 	}

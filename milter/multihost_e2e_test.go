@@ -20,7 +20,7 @@ import (
 
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
 	"github.com/listcrypt/listcrypt/keyring/store/storetest"
-	"github.com/listcrypt/listcrypt/milter"
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
 
@@ -337,7 +337,7 @@ func TestTwoPostfixHostsRaceForOnePost(t *testing.T) {
 		msgID := fmt.Sprintf("<mh-race-%d.%d@example.org>", trial, time.Now().UnixNano())
 		post := milterfix.Build(t, milterfix.Post{From: from, MessageID: msgID, SignWith: alice, EncryptTo: list,
 			Body: fmt.Sprintf("race %d through two Postfix hosts", trial)})
-		id, err := milter.PostID(post)
+		id, err := deliver.PostID(post)
 		if err != nil {
 			t.Fatal(err)
 		}

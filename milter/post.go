@@ -76,7 +76,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 	// recorded. The next attempt (a retry, on any host) claims again and
 	// resumes from the delivery records. A fresh context: a claim is
 	// released even when the attempt ran out of time.
-	owner := srv.newClaimOwner()
+	owner := srv.claimer.Owner()
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -338,19 +338,14 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 	// and touches nothing of the post. The claim comes before every
 	// record, so that whatever this attempt reads (complete or not,
 	// delivered to whom) no other attempt changes until it ends.
-	claimed, holder, err := srv.opts.Store.ClaimPost(ctx, p.Address, id, owner, claimLease, now)
+	// A process of this machine killed while it held the post has its
+	// claim taken over now rather than when its lease ends.
+	claimed, holder, tookOver, err := srv.claimer.Claim(ctx, srv.opts.Store, p.Address, id, owner, claimLease, now)
 	if err != nil {
 		return policy.Decision{}, nil, info, fmt.Errorf("claim post: %w", err)
 	}
-	if !claimed && srv.deadLocalOwner(holder) {
-		// A process of this machine killed while it held the post: take
-		// its claim over now rather than when its lease ends.
-		if claimed, err = srv.opts.Store.TakeOverClaim(ctx, p.Address, id, holder, owner, claimLease, now); err != nil {
-			return policy.Decision{}, nil, info, fmt.Errorf("claim post: %w", err)
-		}
-		if claimed {
-			srv.opts.Log.Info("post claim taken over", "list", p.Address, "from", holder, "reason", "holder process gone")
-		}
+	if tookOver {
+		srv.opts.Log.Info("post claim taken over", "list", p.Address, "from", holder, "reason", "holder process gone")
 	}
 	if !claimed {
 		info.holder = holder
@@ -430,9 +425,6 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, ex
 	}
 	return srv.deliverer.Deliver(ctx, p, deliver.Post{ID: postID, Content: content, Encrypted: ex.Result.Encrypted})
 }
-
-// PostID is deliver.PostID, for the tests and tools that name a post.
-func PostID(msg []byte) ([]byte, error) { return deliver.PostID(msg) }
 
 // hold stores the post for a moderator, encrypted to the list key: never
 // in clear, whatever the sender sent.

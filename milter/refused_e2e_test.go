@@ -13,7 +13,7 @@ import (
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
-	"github.com/listcrypt/listcrypt/milter"
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 	"github.com/listcrypt/listcrypt/milter/reinject"
 )
@@ -128,7 +128,7 @@ func TestRefusedRecipientStaysPerRecipient(t *testing.T) {
 	}
 
 	// Recorded: m4 and m9, with the MTA's replies.
-	id, err := milter.PostID(msg)
+	id, err := deliver.PostID(msg)
 	if err != nil {
 		t.Fatal(err)
 	}

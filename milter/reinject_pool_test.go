@@ -13,7 +13,7 @@ import (
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/emersion/go-smtp"
 
-	"github.com/listcrypt/listcrypt/milter"
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
 
@@ -168,7 +168,7 @@ func recordedBy(t *testing.T, site *milterfix.Site, postID []byte) func() map[st
 func TestReinjectPoolParallelBatchesEachRecorded(t *testing.T) {
 	site, l, members, keys, m := poolSite(t, 25, 2)
 	msg := milterfix.Build(t, milterfix.Post{From: members[0], SignWith: keys[members[0]], EncryptTo: []*openpgp.Entity{site.ListKey}, Body: "parallel"})
-	id, err := milter.PostID(msg)
+	id, err := deliver.PostID(msg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestReinjectPoolParallelBatchesEachRecorded(t *testing.T) {
 func TestReinjectPoolDroppedConnection(t *testing.T) {
 	site, l, members, keys, m := poolSite(t, 25, 2)
 	msg := milterfix.Build(t, milterfix.Post{From: members[0], SignWith: keys[members[0]], EncryptTo: []*openpgp.Entity{site.ListKey}, Body: "dropped"})
-	id, err := milter.PostID(msg)
+	id, err := deliver.PostID(msg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,16 +44,14 @@ type Server struct {
 	// writes into shared key objects while it verifies and selects keys
 	// (caught by -race), and a list's keys are shared by its sessions.
 	// Exactly-once delivery does not rest on them: a claim in the store
-	// (claimOwner) settles which attempt, on this host or another,
+	// (deliver.Claimer) settles which attempt, on this host or another,
 	// delivers a post; the lock only saves a second session on this host
 	// from racing the first to the database.
 	listLocks sync.Map // list address -> chan struct{} (capacity 1: a lock)
 
-	// claimOwner names this process in post claims (claimowner.go);
-	// each attempt at a post claims as claimOwner/claimSeq, so two
-	// sessions of one process are two owners too.
-	claimOwner string
-	claimSeq   atomic.Uint64
+	// claimer names each attempt at a post in its claim, so two sessions
+	// of one process are two owners too (deliver.Claimer).
+	claimer *deliver.Claimer
 
 	// Connection slots (slots.go).
 	mu        sync.Mutex
@@ -83,7 +81,7 @@ func NewServer(opts Options, policies *policy.Set) *Server {
 	s := &Server{opts: opts, conns: map[*trackedConn]struct{}{}, changed: make(chan struct{}, 1), done: make(chan struct{}),
 		deliverer: deliver.New(opts)}
 	s.holds = holds.New(holds.Options{Options: opts, KeyCache: s.deliverer.KeyCache(), Lock: s.lockLists})
-	s.claimOwner = processOwner()
+	s.claimer = deliver.NewClaimer()
 	s.policies.Store(policies)
 	s.mil = &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return &session{srv: s} },

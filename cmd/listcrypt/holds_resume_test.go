@@ -18,7 +18,7 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
-	"github.com/listcrypt/listcrypt/milter"
+	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
 
@@ -133,7 +133,7 @@ func TestHoldApproveResumes(t *testing.T) {
 	ids := fmt.Sprint(id)
 
 	// Another process is delivering it: refused, nothing sent.
-	postID, err := milter.PostID(raw)
+	postID, err := deliver.PostID(raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -294,11 +294,12 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 	if err != nil {
 		return Approval{}, err
 	}
-	owner, err := claimOwner()
-	if err != nil {
-		return Approval{}, err
-	}
-	claimed, holder, err := s.Store.ClaimPost(ctx, hp.List, postID, owner, holdLease, s.Now())
+	// A "hold approve" (or milter) of this machine killed while it held
+	// the post has its claim taken over at once; one elsewhere, or
+	// still running, holds it until its lease ends.
+	claimer := deliver.NewClaimer()
+	owner := claimer.Owner()
+	claimed, holder, _, err := claimer.Claim(ctx, s.Store, hp.List, postID, owner, holdLease, s.Now())
 	if err != nil {
 		return Approval{}, fmt.Errorf("approve held post %d: %w", id, err)
 	}
@@ -381,16 +382,6 @@ func decided(h store.Hold) error {
 			h.ID, h.DeliveredAt.UTC().Format(time.RFC3339))
 	}
 	return nil
-}
-
-// claimOwner names this process in a delivery claim.
-func claimOwner() (string, error) {
-	host, _ := os.Hostname()
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("listcrypt hold approve, host %s, pid %d, %x", host, os.Getpid(), b), nil
 }
 
 // RejectHold drops held post id.

@@ -177,28 +177,28 @@ func (d *Deliverer) distribute(ctx context.Context, dl *delivery, members *keyri
 		Limits:              keyring.ConfigLimits(d.opts.Config),
 		KeyCache:            d.keyCache,
 	}
-	var batches []outbound.Batch
+	// The batches are made while the earlier ones go to the MTA: the
+	// first goes out after its own key packets, not after all of them.
+	var stream *outbound.BatchStream
 	if len(encrypted) > 0 {
 		prep, err := outbound.Prepare(post.Content, params)
 		if err != nil {
 			return fmt.Errorf("prepare post: %w", err)
 		}
-		if batches, err = prep.Batches(encrypted); err != nil {
+		if stream, err = prep.Stream(encrypted); err != nil {
 			return fmt.Errorf("encrypt post: %w", err)
 		}
+		defer stream.Close()
 	}
 	// Batch numbers continue after those a failed attempt delivered, so
 	// every delivery record stays unique.
-	for i := range batches {
-		batches[i].Number += lastBatch
-	}
-	if err := d.submitBatches(ctx, dl, batches); err != nil {
+	if err := d.submitBatches(ctx, dl, stream, lastBatch); err != nil {
 		return err
 	}
 	if len(clear) > 0 {
 		// distribute.encrypt = when-possible / never: the owner chose to
 		// send these members the post in clear.
-		number := lastBatch + len(batches) + 1
+		number := lastBatch + stream.Len() + 1
 		if err := d.submit(ctx, dl, number, p.BounceAddress(), clear, bytes.NewReader(clearCopy(post.Content, p))); err != nil {
 			return err
 		}
@@ -216,28 +216,35 @@ func (d *Deliverer) Pool() *reinject.Pool {
 	return reinject.Shared(r.Address, r.Connections, r.IdleTimeout.D)
 }
 
-// submitBatches reinjects batches over the pool's connections, as many
-// at once as the pool has connections. Each batch is recorded right
-// after the MTA's reply to its own DATA, whatever the others do. After
-// the first failure no new batch starts; those in flight finish and are
-// recorded, so a retry skips them.
-func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, batches []outbound.Batch) error {
-	if len(batches) == 0 {
+// submitBatches reinjects the batches of stream, numbered after
+// lastBatch, over the pool's connections, as many at once as the pool
+// has connections, each as soon as it is made. Each batch is recorded
+// right after the MTA's reply to its own DATA, whatever the others do.
+// After the first failure (of a batch, or of making one) no new batch
+// starts; those in flight finish and are recorded, so a retry skips
+// them.
+func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *outbound.BatchStream, lastBatch int) error {
+	if stream.Len() == 0 {
 		return nil
 	}
 	g, failed := errgroup.WithContext(ctx)
 	g.SetLimit(d.Pool().Size())
-	for i := range batches {
-		b := &batches[i]
-		if failed.Err() != nil {
+	for failed.Err() == nil {
+		b, err := stream.Next()
+		if err == io.EOF {
 			break
 		}
+		if err != nil {
+			g.Go(func() error { return fmt.Errorf("encrypt post: %w", err) })
+			break
+		}
+		b.Number += lastBatch
 		g.Go(func() error {
 			if failed.Err() != nil {
 				return nil // another batch failed: the post is tempfailed
 			}
 			// ctx, not failed: a batch in flight runs to its record.
-			return d.submit(ctx, dl, b.Number, b.EnvelopeFrom, b.Recipients, b)
+			return d.submit(ctx, dl, b.Number, b.EnvelopeFrom, b.Recipients, &b)
 		})
 	}
 	return g.Wait()

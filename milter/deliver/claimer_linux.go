@@ -1,4 +1,4 @@
-package milter
+package deliver
 
 import (
 	"errors"

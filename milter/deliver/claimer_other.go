@@ -1,6 +1,6 @@
 //go:build !linux
 
-package milter
+package deliver
 
 // machineID is unknown here: claims of dead local processes wait for
 // their lease like any other.

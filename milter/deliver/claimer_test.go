@@ -1,4 +1,4 @@
-package milter
+package deliver
 
 import (
 	"os"
@@ -16,10 +16,10 @@ func TestDeadLocalOwner(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("pids are compared on Linux only")
 	}
-	srv := NewServer(Options{}, nil)
-	f := strings.Split(srv.claimOwner, "/")
+	cl := NewClaimer()
+	f := strings.Split(cl.process, "/")
 	if len(f) != 4 || f[1] == "" || f[2] != strconv.Itoa(os.Getpid()) {
-		t.Fatalf("owner %q", srv.claimOwner)
+		t.Fatalf("owner %q", cl.process)
 	}
 	gone := exec.Command("true")
 	if err := gone.Run(); err != nil {
@@ -42,14 +42,14 @@ func TestDeadLocalOwner(t *testing.T) {
 		{owner(f[0], f[1], os.Getpid()), false}, // another attempt of this process
 		{owner("other-host", f[1], gone.Process.Pid), false},
 		{owner(f[0], "other-boot-1", gone.Process.Pid), false},
-		{srv.newClaimOwner(), false},
+		{cl.Owner(), false},
 		{"", false},
 		{"garbage", false},
 		{f[0] + "/" + f[1] + "/x/abcdef/1", false},
 		{f[0] + "//" + strconv.Itoa(gone.Process.Pid) + "/abcdef/1", false},
 	} {
-		if got := srv.deadLocalOwner(c.holder); got != c.dead {
-			t.Errorf("deadLocalOwner(%q) = %v, want %v", c.holder, got, c.dead)
+		if got := cl.DeadLocal(c.holder); got != c.dead {
+			t.Errorf("DeadLocal(%q) = %v, want %v", c.holder, got, c.dead)
 		}
 	}
 	// A zombie runs no code: dead.
