@@ -17,7 +17,8 @@ import (
 var messageQueues = []string{"maildrop", "incoming", "active", "deferred", "hold"}
 
 // QueueEmpty reports whether the instance's queue holds no message at
-// all: nothing received and not yet delivered, deferred or held. Once it
+// all: nothing received and not yet delivered, deferred or held (a queue
+// file cleanup never completed is no message). Once it
 // is empty after the last SMTP reply, everything Postfix took has
 // reached the Sink (the queue file goes after the Sink's 250).
 func (p *Postfix) QueueEmpty() (bool, error) {
@@ -30,11 +31,26 @@ func (p *Postfix) QueueEmpty() (bool, error) {
 				}
 				return err
 			}
-			if !d.IsDir() {
-				found = true
-				return filepath.SkipAll
+			if d.IsDir() {
+				return nil
 			}
-			return nil
+			if q == "incoming" {
+				// cleanup marks a queue file complete by giving it the
+				// owner's execute bit; one it never finished (cleanup
+				// killed) is no message and is removed later by Postfix.
+				fi, err := d.Info()
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if fi.Mode().Perm()&0o100 == 0 {
+					return nil
+				}
+			}
+			found = true
+			return filepath.SkipAll
 		})
 		if err != nil {
 			return false, err
