@@ -78,11 +78,18 @@ func (s *listenerSession) Logout() error {
 
 func (s *listenerSession) Mail(string, *smtp.MailOptions) error {
 	l := s.l
+	// The batches taken when this MAIL came, then the records: records
+	// only grow, so a batch of the first not in the second was pending
+	// at the MAIL. (Reading the records first and the batches after would
+	// count batches taken while the records were being read.)
+	l.mu.Lock()
+	taken := append([][]string(nil), l.taken...)
+	l.mu.Unlock()
 	rec := l.recorded()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	pending := 0
-	for _, b := range l.taken {
+	for _, b := range taken {
 		if !rec[b[0]] {
 			pending++
 		}
