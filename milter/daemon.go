@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -53,14 +54,23 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	return d, nil
 }
 
-// Check is "listcrypt-milter -n" on a site's config: the policy files
-// and milter.socket_group must be usable.
+// Check is "listcrypt-milter -n" on a site's config: the policy files,
+// milter.socket_group, the passphrase file and the database must be
+// usable. Every problem is reported, not only the first.
 func Check(cfg *config.Config) error {
+	var errs []error
 	if _, err := policy.LoadDir(cfg.PolicyDir); err != nil {
-		return err
+		errs = append(errs, err)
 	}
-	_, err := SocketGroupID(cfg.Milter.SocketGroup)
-	return err
+	if _, err := SocketGroupID(cfg.Milter.SocketGroup); err != nil {
+		errs = append(errs, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := site.Check(ctx, cfg); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // StartSite reads the policy files of the opened site s and listens on

@@ -166,9 +166,10 @@ func (p *Policy) RequestAddress() string {
 func Parse(file string, src []byte) (*Policy, error) {
 	p := Default()
 	errs := tomlx.Decode(file, src, p)
-	if err := errs.Err(); err != nil {
-		return nil, err
+	if errs.Unreadable {
+		return nil, errs.Err()
 	}
+	// Unknown keys and invalid values are reported together.
 	p.File = file
 	p.validate(errs)
 	if err := errs.Err(); err != nil {

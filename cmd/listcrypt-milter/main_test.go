@@ -2,19 +2,46 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/listcrypt/listcrypt/keyring/site"
 )
+
+// siteConfig is the start of a test config: every path in the test's
+// folder (the defaults are the system's).
+const siteConfig = "state_dir = \"state\"\ndatabase = \"sqlite:state/state.db\"\npassphrase_file = \"passphrase\"\n"
+
+// initSite does what "listcrypt init" does for the config cfg: state
+// folder, database, passphrase file.
+func initSite(t *testing.T, cfg string) {
+	t.Helper()
+	s, err := site.Open(context.Background(), cfg, site.Options{Store: site.StoreInit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
 
 func TestCheckFlag(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "listcrypt.toml")
-	os.WriteFile(cfg, []byte("policy_dir = \"lists.d\"\n"), 0o644)
+	os.WriteFile(cfg, []byte(siteConfig+"policy_dir = \"lists.d\"\n"), 0o644)
 	os.MkdirAll(filepath.Join(dir, "lists.d"), 0o755)
-	os.WriteFile(filepath.Join(dir, "lists.d", "a.toml"), []byte("address = \"a@lists.example.org\"\n"), 0o644)
+	// Before "listcrypt init": no passphrase file and no database, both
+	// reported in one run.
 	var out, errb bytes.Buffer
+	if rc := run([]string{"-c", cfg, "-n"}, &out, &errb); rc == 0 || !strings.Contains(errb.String(), "passphrase_file") ||
+		!strings.Contains(errb.String(), "listcrypt init") {
+		t.Fatalf("uninitialised site: rc %d err %q", rc, errb.String())
+	}
+	initSite(t, cfg)
+	os.WriteFile(filepath.Join(dir, "lists.d", "a.toml"), []byte("address = \"a@lists.example.org\"\n"), 0o644)
+	out.Reset()
+	errb.Reset()
 	if rc := run([]string{"-c", cfg, "-n"}, &out, &errb); rc != 0 || !strings.Contains(out.String(), "OK") {
 		t.Fatalf("rc %d out %q err %q", rc, out.String(), errb.String())
 	}
@@ -24,9 +51,9 @@ func TestCheckFlag(t *testing.T) {
 	if rc := run([]string{"-c", cfg, "-n"}, &out, &errb); rc == 0 || !strings.Contains(errb.String(), "b.toml:3: post.replay") {
 		t.Fatalf("rc %d err %q", rc, errb.String())
 	}
-	os.WriteFile(cfg, []byte("[milter]\nlisten = \"carrier-pigeon\"\n"), 0o644)
+	os.WriteFile(cfg, []byte(siteConfig+"[milter]\nlisten = \"carrier-pigeon\"\n"), 0o644)
 	errb.Reset()
-	if rc := run([]string{"-c", cfg, "-n"}, &out, &errb); rc == 0 || !strings.Contains(errb.String(), "listcrypt.toml:2:") {
+	if rc := run([]string{"-c", cfg, "-n"}, &out, &errb); rc == 0 || !strings.Contains(errb.String(), "listcrypt.toml:5:") {
 		t.Fatalf("rc %d err %q", rc, errb.String())
 	}
 }
@@ -41,7 +68,8 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "listcrypt.toml")
-	os.WriteFile(cfg, []byte("policy_dir = \"lists.d\"\n"), 0o644)
+	os.WriteFile(cfg, []byte(siteConfig+"policy_dir = \"lists.d\"\n"), 0o644)
+	initSite(t, cfg)
 	var pre, start []string
 	for _, line := range strings.Split(string(unit), "\n") {
 		k, v, ok := strings.Cut(line, "=")
@@ -88,7 +116,8 @@ func TestCheckFlagSocketGroup(t *testing.T) {
 		{"0", true},
 		{"no-such-group-listcrypt", false},
 	} {
-		os.WriteFile(cfg, []byte("policy_dir = \"lists.d\"\n[milter]\nsocket_group = \""+tc.group+"\"\n"), 0o644)
+		os.WriteFile(cfg, []byte(siteConfig+"policy_dir = \"lists.d\"\n[milter]\nsocket_group = \""+tc.group+"\"\n"), 0o644)
+		initSite(t, cfg)
 		var out, errb bytes.Buffer
 		rc := run([]string{"-c", cfg, "-n"}, &out, &errb)
 		if (rc == 0) != tc.ok || (!tc.ok && !strings.Contains(errb.String(), "no such group")) {

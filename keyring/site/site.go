@@ -13,6 +13,7 @@ package site
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -212,4 +213,29 @@ func (s *Site) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// Check reports, every problem at once, whether the site's passphrase
+// file and state database are usable as the daemons will use them: the
+// passphrase file readable, mode 0600 and not empty; the database
+// reachable with this program's schema. A SQLite file that does not
+// exist yet is reported, not created. For "listcrypt-milter -n".
+func Check(ctx context.Context, cfg *config.Config) error {
+	var errs []error
+	if _, err := keyring.LoadPassphrase(cfg.PassphraseFile); err != nil {
+		errs = append(errs, fmt.Errorf("passphrase_file: %w", err))
+	}
+	if engine, path, err := config.SplitDatabase(cfg.Database); err != nil {
+		errs = append(errs, err)
+	} else if _, serr := os.Stat(path); engine == "sqlite" && serr != nil {
+		errs = append(errs, fmt.Errorf("database %s: %w (run \"listcrypt init\")", path, serr))
+	} else if st, err := store.Open(ctx, cfg.Database); err != nil {
+		errs = append(errs, err)
+	} else {
+		if err := st.CheckSchema(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		st.Close()
+	}
+	return errors.Join(errs...)
 }

@@ -148,9 +148,11 @@ func Load(path string) (*Config, error) {
 func Parse(file string, src []byte) (*Config, error) {
 	c := Default()
 	errs := tomlx.Decode(file, src, c)
-	if err := errs.Err(); err != nil {
-		return nil, err
+	if errs.Unreadable {
+		return nil, errs.Err()
 	}
+	// Unknown keys and invalid values are reported together: an admin
+	// fixes every mistake in one go.
 	c.File = file
 	c.validate(errs)
 	if err := errs.Err(); err != nil {

@@ -106,6 +106,19 @@ level = "loud"
 	}
 }
 
+// An unknown key does not hide the other mistakes: an invalid
+// [milter] listen at line 3 and a misspelt key at line 6 are reported
+// together, each with its line.
+func TestUnknownKeyDoesNotHideOthers(t *testing.T) {
+	src := "state_dir = \"/x\"\n[milter]\nlisten = \"tcp:25\"\n[limits]\nmax_mime_depth = 0\nmax_mime_dept = 4\n"
+	_, err := Parse("/c.toml", []byte(src))
+	for _, want := range []string{"/c.toml:3: ", "/c.toml:5: ", `/c.toml:6: unknown key "limits.max_mime_dept"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
 func TestUnknownKeyAndSyntax(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
 		{"state_dir = \"/x\"\n[milter]\nlisten_on = \"unix:/x\"\n", `/c.toml:3: unknown key "milter.listen_on"`},

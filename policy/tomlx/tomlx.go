@@ -22,6 +22,10 @@ type Errors struct {
 	File string
 	src  []byte
 	List []error
+	// Unreadable: the file could not be decoded (a syntax or type
+	// error): the values are incomplete and validating them would report
+	// follow-on errors. Unknown keys alone leave the rest readable.
+	Unreadable bool
 }
 
 // NewErrors starts an error list for the file whose text is src.
@@ -52,7 +56,9 @@ func (e *Errors) Err() error {
 var lineRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\):`)
 
 // Decode decodes src into v, reporting a syntax or type error with its
-// line, and every key that v does not know (a typo must not be ignored).
+// line (and marking the file Unreadable), and every key that v does not
+// know (a typo must not be ignored; the rest of the file is decoded, so
+// the caller validates it too and reports every mistake at once).
 func Decode(file string, src []byte, v any) *Errors {
 	errs := NewErrors(file, src)
 	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(v)
@@ -74,6 +80,7 @@ func Decode(file string, src []byte, v any) *Errors {
 			}
 			errs.Add(line, "%s", msg)
 		}
+		errs.Unreadable = true
 		return errs
 	}
 	for _, k := range md.Undecoded() {
