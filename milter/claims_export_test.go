@@ -14,3 +14,15 @@ func LocalClaimOwner(pid int) string {
 	f[2] = strconv.Itoa(pid)
 	return strings.Join(f, "/")
 }
+
+// PanicAtEndOfMessage makes a session panic at end of message when the
+// envelope sender is from, until the test ends.
+func PanicAtEndOfMessage(t interface{ Cleanup(func()) }, from string) {
+	hook := func(f string) {
+		if f == from || f == "<"+from+">" {
+			panic("test panic for " + from)
+		}
+	}
+	panicHook.Store(&hook)
+	t.Cleanup(func() { panicHook.Store(nil) })
+}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -277,4 +279,22 @@ func SocketGroupID(group string) (int, error) {
 		return 0, fmt.Errorf("milter socket_group %q: gid %q: %w", group, g.Gid, err)
 	}
 	return n, nil
+}
+
+// LibraryLog is the writer for the standard logger that go-milter
+// reports through: dropped MTA connections and protocol noise go to log
+// at Debug, a panic it recovered in a session (with its stack) at Error.
+func LibraryLog(log *slog.Logger) io.Writer { return libraryLog{log} }
+
+type libraryLog struct{ log *slog.Logger }
+
+func (l libraryLog) Write(p []byte) (int, error) {
+	msg := strings.TrimRight(string(p), "\n")
+	if strings.HasPrefix(msg, "panic") {
+		first, stack, _ := strings.Cut(msg, "\n")
+		l.log.Error("panic in a milter session", "panic", first, "stack", stack, "action", "connection dropped; the MTA applies milter_default_action (tempfail)")
+		return len(p), nil
+	}
+	l.log.Debug(msg, "source", "go-milter")
+	return len(p), nil
 }

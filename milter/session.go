@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/textproto"
+	"runtime/debug"
 	"strings"
+	"sync/atomic"
 
 	gomilter "github.com/emersion/go-milter"
 
@@ -47,7 +49,22 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	s.reset()
 	s.from = from
 	s.policies = s.srv.Policies()
+	s.noteQueueID(m)
 	return gomilter.RespContinue, nil
+}
+
+// noteQueueID keeps the MTA's queue id (macro "i") from whichever stage
+// sends it: Postfix has it from the first accepted RCPT TO on and sends
+// it at end of message (contrib/postfix/main.cf.snippet), Sendmail sends
+// it with MAIL FROM by default (Milter.macros.envfrom). Each macro packet
+// replaces the last (LIBRARY-NOTES), so it is read where it arrives.
+func (s *session) noteQueueID(m *gomilter.Modifier) {
+	if m == nil {
+		return
+	}
+	if id := m.Macros["i"]; id != "" {
+		s.queueID = id
+	}
 }
 
 // RcptTo marks the transaction when a recipient is a list address under
@@ -55,6 +72,7 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 // quotes, address extension, source route, % hack...): a post must not
 // reach the list address unencrypted by spelling it differently.
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
+	s.noteQueueID(m)
 	if p := s.policies.Recipient(rcpt, s.srv.opts.Config.Milter.RecipientDelimiter); p != nil {
 		if s.rcptOf == nil {
 			s.rcptOf = map[string][]string{}
@@ -90,6 +108,7 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 // Headers (end of headers): a transaction with no list recipient is
 // accepted here, so ordinary mail costs almost nothing.
 func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
+	s.noteQueueID(m)
 	if len(s.lists) == 0 {
 		return gomilter.RespAccept, nil
 	}
@@ -115,11 +134,28 @@ func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Respon
 	return gomilter.RespContinue, nil
 }
 
-// Body is end-of-message: the post is decided and the decision carried out.
-func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
-	s.queueID = m.Macros["i"]
+// Body is end-of-message: the post is decided and the decision carried
+// out. A panic there is a bug: it is logged at Error with its stack and
+// the transaction tempfailed (the sender's MTA retries; the claim's lease
+// and the delivery records keep the retry exactly-once), and the
+// connection goes on serving.
+func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error) {
+	s.noteQueueID(m)
+	defer func() {
+		if v := recover(); v != nil {
+			s.srv.opts.Log.Error("panic", "queue_id", s.queueID, "action", "tempfail", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			resp, err = s.refuse(policy.ReplyTempFail()), nil
+		}
+	}()
+	if hook := panicHook.Load(); hook != nil {
+		(*hook)(s.from)
+	}
 	return s.srv.endOfMessage(s, m), nil
 }
+
+// panicHook, set by tests only, runs at end of message with the envelope
+// sender (to make a session panic on purpose).
+var panicHook atomic.Pointer[func(from string)]
 
 func (s *session) Abort(m *gomilter.Modifier) error {
 	s.reset()

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	stdlog "log"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -55,10 +54,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := config.NewLogger(s.Config, stderr)
-	// go-milter reports dropped MTA connections through the standard
-	// logger: route them into the structured log at debug level.
+	// go-milter reports dropped MTA connections and panics it recovered
+	// through the standard logger: route them into the structured log
+	// (panics at Error, with their stack).
 	stdlog.SetFlags(0)
-	stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer())
+	stdlog.SetOutput(milter.LibraryLog(log))
 	d, err := milter.StartSite(context.Background(), s, log)
 	if err != nil {
 		return fail(err)
