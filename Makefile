@@ -1,4 +1,4 @@
-# listcrypt: make build | test | demo | bench | fuzz
+# listcrypt: make build | test | demo | bench | fuzz | deb | install
 GO       ?= go
 BIN      := bin
 FUZZTIME ?= 20s
@@ -6,7 +6,7 @@ FUZZTIME ?= 20s
 FUZZ_TARGETS := ./milter/inbound:FuzzExamine ./keyring:FuzzParseMemberKey ./milter/workflow:FuzzParseCommand \
 	./milter/workflow:FuzzEntityText ./policy:FuzzParse ./policy:FuzzListRecipient ./policy/config:FuzzParse
 
-.PHONY: build test vet demo bench fuzz fuzz-short clean
+.PHONY: build test vet demo bench fuzz fuzz-short clean deb install
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -59,3 +59,34 @@ demo: build
 
 clean:
 	rm -rf $(BIN)
+
+# A Debian package, bin/listcrypt_VERSION_ARCH.deb, built with dpkg-deb
+# alone (contrib/debian/README.md). VERSION defaults to git describe
+# --tags --always made a Debian version (0~gitDATE.HASH while there is no
+# tag); "make deb VERSION=1.0" sets it.
+deb:
+	GO=$(GO) OUT=$(BIN) VERSION=$(VERSION) sh contrib/debian/build-deb.sh
+
+# For systems without dpkg: binaries in $(PREFIX)/bin, man pages (if
+# contrib/man has any), the unit, and the sample config as
+# /etc/listcrypt/listcrypt.toml.sample (an existing listcrypt.toml is never
+# touched). DESTDIR stages into a folder. Users, folders, init: README.md.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SYSCONFDIR ?= /etc
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+install:
+	@mkdir -p $(BIN)/install
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/install/ ./cmd/...
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/listcrypt $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BIN)/install/listcrypt $(BIN)/install/listcrypt-milter $(BIN)/install/listcrypt-responder $(DESTDIR)$(PREFIX)/bin/
+	@set -e; for m in contrib/man/*.[158]; do \
+		[ -f "$$m" ] || continue; sec=$${m##*.}; \
+		install -d $(DESTDIR)$(MANDIR)/man$$sec; \
+		echo "install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$sec/"; \
+		install -m 0644 "$$m" $(DESTDIR)$(MANDIR)/man$$sec/; \
+	done
+	install -m 0644 contrib/listcrypt.toml $(DESTDIR)$(SYSCONFDIR)/listcrypt/listcrypt.toml.sample
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' contrib/systemd/listcrypt-milter.service > $(DESTDIR)$(UNITDIR)/listcrypt-milter.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/listcrypt-milter.service
