@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -17,8 +18,10 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/metrics"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Daemon is a running listcrypt-milter: site (config, store, keys), server.
@@ -35,6 +38,9 @@ type Daemon struct {
 	loops  sync.WaitGroup
 	once   sync.Once
 	err    error
+
+	metricsLn  net.Listener // [metrics] listen, or nil
+	metricsSrv *http.Server
 }
 
 // SiteOptions is how the daemon opens its site: the passphrase is read at
@@ -94,15 +100,41 @@ func StartSite(ctx context.Context, s *site.Site, log *slog.Logger) (*Daemon, er
 			log.Warn("list has a policy file but no key; its posts are tempfailed until \"listcrypt list create\"", "list", addr, "err", err)
 		}
 	}
+	var m *metrics.Metrics
+	var mln net.Listener
+	if cfg.Metrics.Listen != "" {
+		if mln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return nil, fmt.Errorf("metrics listen: %w", err)
+		}
+		m = metrics.New()
+	}
 	ln, err := listen(cfg)
 	if err != nil {
+		if mln != nil {
+			mln.Close()
+		}
 		return nil, err
 	}
-	d := &Daemon{site: s, cfg: cfg, st: st, ln: ln, log: log, closed: make(chan struct{})}
+	d := &Daemon{site: s, cfg: cfg, st: st, ln: ln, log: log, closed: make(chan struct{}), metricsLn: mln}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.srv = NewServer(Options{Store: st, Keys: keys, Config: cfg, Log: log}, set)
+	d.srv = NewServer(Options{Store: st, Keys: keys, Config: cfg, Log: log, Metrics: m}, set)
+	if m != nil {
+		m.Register(d.srv.gauges())
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+		d.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+		log.Info("metrics", "listen", mln.Addr().String(), "path", "/metrics")
+	}
 	log.Info("listening", "listen", cfg.Milter.Listen, "lists", len(set.Lists), "database", st.Engine())
 	return d, nil
+}
+
+// MetricsAddr is where the metrics are served ([metrics] listen), or nil.
+func (d *Daemon) MetricsAddr() net.Addr {
+	if d.metricsLn == nil {
+		return nil
+	}
+	return d.metricsLn.Addr()
 }
 
 // Addr is the address the milter listens on.
@@ -115,6 +147,15 @@ func (d *Daemon) Serve() error {
 	d.loops.Add(2)
 	go func() { defer d.loops.Done(); d.pruneLoop() }()
 	go func() { defer d.loops.Done(); d.holdLoop() }()
+	if d.metricsSrv != nil {
+		d.loops.Add(1)
+		go func() {
+			defer d.loops.Done()
+			if err := d.metricsSrv.Serve(d.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				d.log.Error("metrics server", "err", err)
+			}
+		}()
+	}
 	return d.srv.Serve(d.ln)
 }
 
@@ -160,6 +201,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.once.Do(func() {
 		close(d.closed)
 		d.cancel()
+		if d.metricsSrv != nil {
+			d.metricsSrv.Close()
+		} else if d.metricsLn != nil {
+			d.metricsLn.Close()
+		}
 		d.err = d.srv.Shutdown(ctx)
 		d.ln.Close() // already closed when Serve ran
 		d.loops.Wait()

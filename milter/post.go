@@ -100,6 +100,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 			d, res, info, err = srv.decide(ctx, p, msg, ex, i, owner, s.from)
 		}
 		info.took = time.Since(start)
+		info.decided = info.took
 		start = time.Now()
 		outs = append(outs, outcome{list: p, decision: d, res: res, postID: info.postID, err: err})
 		infos = append(infos, info)
@@ -222,9 +223,10 @@ type postInfo struct {
 	claimed    []byte // the post id this attempt holds a claim on
 	holder     string // who holds the claim when another attempt does
 	holdID     int64
-	took       time.Duration
-	recipients int // members served by this attempt
-	skipped    int // members left out (no usable key)
+	took       time.Duration // deciding, then holding or delivering too
+	decided    time.Duration // deciding only
+	recipients int           // members served by this attempt
+	skipped    int           // members left out (no usable key)
 }
 
 // retryOfCompleted answers the sender's MTA retrying a transaction whose
@@ -497,6 +499,10 @@ func (srv *Server) logDecision(s *session, info postInfo, o outcome) {
 	action, level := string(o.decision.Action), slog.LevelInfo
 	if o.err != nil {
 		action, level = string(policy.TempFail), slog.LevelError
+	}
+	srv.opts.Metrics.Post(o.list.Address, action, o.decision.Reason, info.decided)
+	if o.decision.Action == policy.Accept && o.err == nil {
+		srv.opts.Metrics.Delivered(o.list.Address, info.took-info.decided)
 	}
 	attrs := []any{
 		"list", o.list.Address, "queue_id", s.queueID, "message_id", info.messageID,

@@ -30,6 +30,7 @@ type session struct {
 	body     bytes.Buffer
 	maxSize  int64
 	tooBig   bool
+	reply    int // the code of the last refusal made (refuse)
 }
 
 func (s *session) reset() {
@@ -113,7 +114,7 @@ func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 		return gomilter.RespAccept, nil
 	}
 	if s.tooBig {
-		return s.refuse(policy.ReplyHeaderTooLarge(s.srv.opts.Config.Limits.MaxHeaderSize.Bytes)), nil
+		return s.answer(s.refuse(policy.ReplyHeaderTooLarge(s.srv.opts.Config.Limits.MaxHeaderSize.Bytes))), nil
 	}
 	s.maxSize = s.srv.opts.Config.Limits.MaxMessageSize.Bytes
 	for _, p := range s.lists {
@@ -128,7 +129,7 @@ func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 // addressed; past it the post is refused with 552 during DATA.
 func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
 	if int64(s.header.Len()+s.body.Len()+len(chunk)) > s.maxSize {
-		return s.refuse(policy.ReplyTooBig(s.maxSize)), nil
+		return s.answer(s.refuse(policy.ReplyTooBig(s.maxSize))), nil
 	}
 	s.body.Write(chunk)
 	return gomilter.RespContinue, nil
@@ -144,13 +145,25 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	defer func() {
 		if v := recover(); v != nil {
 			s.srv.opts.Log.Error("panic", "queue_id", s.queueID, "action", "tempfail", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			resp, err = s.refuse(policy.ReplyTempFail()), nil
+			resp, err = s.answer(s.refuse(policy.ReplyTempFail())), nil
 		}
 	}()
 	if hook := panicHook.Load(); hook != nil {
 		(*hook)(s.from)
 	}
-	return s.srv.endOfMessage(s, m), nil
+	return s.answer(s.srv.endOfMessage(s, m)), nil
+}
+
+// answer counts the final reply to a list transaction (metrics) and
+// returns it: 250 for accept and discard, else the last refusal's code.
+func (s *session) answer(resp gomilter.Response) gomilter.Response {
+	switch resp {
+	case gomilter.RespAccept, gomilter.RespDiscard:
+		s.srv.opts.Metrics.Reply(250)
+	default:
+		s.srv.opts.Metrics.Reply(s.reply)
+	}
+	return resp
 }
 
 // panicHook, set by tests only, runs at end of message with the envelope
@@ -165,5 +178,6 @@ func (s *session) Abort(m *gomilter.Modifier) error {
 // refuse answers with reply r (policy/replies.go). A reply-code
 // response ('y') refuses the transaction with that exact text.
 func (s *session) refuse(r policy.Problem) gomilter.Response {
+	s.reply = r.Code
 	return gomilter.NewResponseStr('y', fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, deliver.OneLine(r.Text)))
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/metrics"
 	"github.com/listcrypt/listcrypt/milter/outbound"
 	"github.com/listcrypt/listcrypt/milter/reinject"
 	"github.com/listcrypt/listcrypt/policy"
@@ -39,6 +40,9 @@ type Options struct {
 	Log    *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Metrics counts batches, recipients and reinjection errors (nil:
+	// none).
+	Metrics *metrics.Metrics
 }
 
 // Deliverer delivers posts for one site. Safe for concurrent use; the
@@ -262,6 +266,7 @@ func (d *Deliverer) submit(ctx context.Context, dl *delivery, number int, from s
 	list := dl.list.Address
 	res, err := d.Pool().SendEach(ctx, from, to, msg)
 	if err != nil {
+		d.opts.Metrics.ReinjectError()
 		return fmt.Errorf("batch %d: %w", number, err)
 	}
 	// The MTA has the batch: record it at once, in one short commit
@@ -273,6 +278,9 @@ func (d *Deliverer) submit(ctx context.Context, dl *delivery, number int, from s
 	}
 	if _, err := d.opts.Store.RecordBatch(ctx, list, dl.postID, number, res.Accepted, refused, now); err != nil {
 		return fmt.Errorf("batch %d: %w", number, err)
+	}
+	if len(res.Accepted) > 0 {
+		d.opts.Metrics.Batch(list, len(res.Accepted))
 	}
 	for _, r := range res.Refused {
 		d.opts.Log.Warn("recipient refused", "list", list, "batch", number, "rcpt", r.Address, "code", r.Code,

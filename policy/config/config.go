@@ -29,6 +29,7 @@ type Config struct {
 	Reinject       Reinject `toml:"reinject"`
 	Limits         Limits   `toml:"limits"`
 	Log            Log      `toml:"log"`
+	Metrics        Metrics  `toml:"metrics"`
 
 	// File is the absolute path the config was read from ("" for Default).
 	File string `toml:"-"`
@@ -98,6 +99,14 @@ type Log struct {
 
 // TableDoc documents the table in the reference.
 func (Log) TableDoc() string { return "Structured logs (log/slog) on standard error." }
+
+// Metrics configures the Prometheus metrics of listcrypt-milter.
+type Metrics struct {
+	Listen string `toml:"listen" doc:"HOST:PORT where listcrypt-milter serves Prometheus metrics over HTTP at /metrics (posts by list and action, SMTP replies by code, delivery batches and recipients, decision and delivery times, holds waiting, milter connections in use, reinjection errors). Empty: off. Labels carry list addresses, actions, reason words and reply codes only: never a sender's or member's address, a subject or any content. Serve it on loopback or behind the scraper's network rules: it is not authenticated."`
+}
+
+// TableDoc documents the table in the reference.
+func (Metrics) TableDoc() string { return "Prometheus metrics (off by default)." }
 
 // Default returns the config used for every key a file does not set.
 func Default() *Config {
@@ -198,6 +207,11 @@ func (c *Config) validate(e *tomlx.Errors) {
 	}
 	if _, _, err := net.SplitHostPort(c.Reinject.Address); err != nil {
 		e.At([]string{"reinject", "address"}, "reinject address %q is not HOST:PORT", c.Reinject.Address)
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			e.At([]string{"metrics", "listen"}, "metrics listen %q is not HOST:PORT", c.Metrics.Listen)
+		}
 	}
 	if c.Reinject.Connections < 1 || c.Reinject.Connections > 64 {
 		e.At([]string{"reinject", "connections"}, "connections must be between 1 and 64")
