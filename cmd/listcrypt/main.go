@@ -10,335 +10,155 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/site"
-	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/admin"
 	"github.com/listcrypt/listcrypt/milter/workflow"
 	"github.com/listcrypt/listcrypt/policy/config"
 )
 
-const usage = `usage: listcrypt [-c CONFIG] COMMAND ...
-
-  init                                   create the schema and the passphrase file
-  list create ADDRESS [--owner ADDR] [--key-type ed25519|rsa3072|rsa4096]
-  list key export ADDRESS                print the list's armored public key
-  member add LIST ADDRESS --key FILE     register a member with their key (no challenge)
-  member list LIST
-  member remove LIST ADDRESS
-  member pending LIST                    subscriptions and key changes waiting for a moderator
-  member approve LIST ADDRESS            approve one (the subscriber is told by mail)
-  member reject LIST ADDRESS             reject one (the subscriber is told by mail)
-  hold list LIST [--all]                 --all: every hold with its state
-  hold show ID
-  hold approve ID
-  hold reject ID
-  hold expire                            expire holds older than post.hold_expiry, tell the owners
-  policy check                           validate every policy file
-`
+// defaultConfig is the config read without -c.
+const defaultConfig = config.DefaultPath
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
-		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
-		if errors.Is(err, errUsage) {
-			fmt.Fprint(os.Stderr, usage)
-		}
-		fmt.Fprintln(os.Stderr, "listcrypt:", msg)
-		os.Exit(1)
+	err := run(context.Background(), os.Args[1:], os.Stdout)
+	os.Exit(report(err, os.Stderr))
+}
+
+// report prints err the way main does and returns the exit code: 0, 2
+// for a usage error (with the usage for an unknown or missing command),
+// 1 for any other error.
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
 	}
+	var ue *usageError
+	isUsage := errors.As(err, &ue)
+	if isUsage && ue.unknown {
+		fmt.Fprint(stderr, usageText())
+	}
+	var le *lineErrors
+	if errors.As(err, &le) {
+		for _, l := range le.lines {
+			fmt.Fprintln(stderr, l)
+		}
+		fmt.Fprintln(stderr, "listcrypt:", le.summary)
+		return 1
+	}
+	fmt.Fprintln(stderr, "listcrypt:", strings.ReplaceAll(err.Error(), "\n", "; "))
+	if isUsage {
+		return 2
+	}
+	return 1
 }
 
-var errUsage = errors.New("usage")
-
-func usageErr(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+// usageError is a command line listcrypt cannot run (exit 2); unknown:
+// no command or one not in the table, so the whole usage is printed.
+type usageError struct {
+	msg     string
+	unknown bool
 }
+
+func (e *usageError) Error() string { return e.msg }
+
+func unknownErr(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...), unknown: true}
+}
+
+var errHelp = errors.New("help requested")
+
+// lineErrors is an error reported one line each (member import's
+// refusals), followed by a summary.
+type lineErrors struct {
+	lines   []string
+	summary string
+}
+
+func (e *lineErrors) Error() string { return strings.Join(append(e.lines, e.summary), "\n") }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("listcrypt", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	cfgPath := fs.String("c", config.DefaultPath, "site config file")
-	if err := fs.Parse(args); err != nil {
-		return usageErr("%v", err)
+	cfgPath := fs.String("c", defaultConfig, "site config file")
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(out, usageText())
+		return nil
+	} else if err != nil {
+		return unknownErr("%v", err)
 	}
 	args = fs.Args()
 	if len(args) == 0 {
-		return usageErr("no command")
+		return unknownErr("no command")
 	}
-	// init creates the site's state, policy check needs the config
-	// alone, the other verbs an initialised store.
-	mode := site.StoreCurrent
-	switch args[0] {
-	case "init":
-		mode = site.StoreInit
-	case "list", "member", "hold":
-	default:
-		mode = site.StoreNone
+	// The verb and its arguments are checked before any file is opened.
+	v, rest := lookup(args)
+	if v == nil {
+		return unknownErr("unknown command %q", unknownName(args))
 	}
-	s, err := site.Open(ctx, *cfgPath, site.Options{Store: mode})
+	if v.name == "help" {
+		if len(rest) > 0 {
+			hv, extra := lookup(rest)
+			if hv == nil || len(extra) > 0 {
+				return unknownErr("unknown command %q", strings.Join(rest, " "))
+			}
+			fmt.Fprint(out, verbHelp(hv))
+			return nil
+		}
+		fmt.Fprint(out, usageText())
+		return nil
+	}
+	c := &call{ctx: ctx, out: out, verb: v}
+	var err error
+	c.pos, c.flags, c.set, err = v.parse(rest)
+	if errors.Is(err, errHelp) {
+		fmt.Fprint(out, verbHelp(v))
+		return nil
+	}
+	if err != nil {
+		return &usageError{msg: fmt.Sprintf("%s: %v; usage: listcrypt %s", v.name, err, v.synopsis())}
+	}
+	if v.check != nil {
+		if err := v.check(c); err != nil {
+			return err
+		}
+	}
+	s, err := site.Open(ctx, *cfgPath, site.Options{Store: v.store})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	verb := strings.Join(args[:min(2, len(args))], " ")
-	if args[0] == "init" {
-		for _, c := range s.Created {
-			fmt.Fprintln(out, "ready:", c)
-		}
-		return nil
+	c.site = s
+	if v.store != site.StoreNone {
+		c.admin = admin.New(s)
 	}
-	if args[0] == "policy" {
-		if len(args) != 2 || args[1] != "check" {
-			return usageErr("policy check")
-		}
-		set, err := admin.CheckPolicies(s.Config.PolicyDir)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "%d list policies OK in %s\n", len(set.Lists), s.Config.PolicyDir)
-		return nil
-	}
-	a := admin.New(s)
-	switch {
-	case verb == "list create":
-		pos, flags, err := parseArgs(args[2:], "owner", "key-type")
-		if err != nil || len(pos) != 1 {
-			return usageErr("list create ADDRESS [--owner ADDR] [--key-type ed25519|rsa3072|rsa4096]")
-		}
-		kt := keyring.KeyEd25519
-		if v, ok := flags["key-type"]; ok {
-			if kt, err = keyring.ParseKeyType(v); err != nil {
-				return err
-			}
-		}
-		fpr, err := a.CreateList(ctx, pos[0], flags["owner"], kt)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "list %s created, key %s\n", pos[0], fpr)
-	case verb == "list key":
-		if len(args) != 4 || args[2] != "export" {
-			return usageErr("list key export ADDRESS")
-		}
-		armored, err := a.ExportListKey(ctx, args[3])
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(out, armored)
-		if !strings.HasSuffix(armored, "\n") {
-			fmt.Fprintln(out)
-		}
-	case verb == "member add":
-		pos, flags, err := parseArgs(args[2:], "key")
-		if err != nil || len(pos) != 2 || flags["key"] == "" {
-			return usageErr("member add LIST ADDRESS --key FILE")
-		}
-		data, err := readKeyFile(flags["key"])
-		if err != nil {
-			return err
-		}
-		fpr, err := a.AddMember(ctx, pos[0], pos[1], data)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "member %s added to %s, key %s\n", pos[1], pos[0], fpr)
-	case verb == "member list":
-		if len(args) != 3 {
-			return usageErr("member list LIST")
-		}
-		ms, err := a.Members(ctx, args[2])
-		if err != nil {
-			return err
-		}
-		for _, m := range ms {
-			fmt.Fprintf(out, "%s\t%s\t%s\n", m.Address, m.State, m.Fingerprint)
-		}
-	case verb == "member remove":
-		if len(args) != 4 {
-			return usageErr("member remove LIST ADDRESS")
-		}
-		if err := a.RemoveMember(ctx, args[2], args[3]); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "member %s removed from %s\n", args[3], args[2])
-	case verb == "member pending":
-		if len(args) != 3 {
-			return usageErr("member pending LIST")
-		}
-		es, err := a.PendingMembers(ctx, args[2])
-		if err != nil {
-			return err
-		}
-		for _, e := range es {
-			fmt.Fprintln(out, pendingLine(e))
-		}
-	case verb == "member approve", verb == "member reject":
-		if len(args) != 4 {
-			return usageErr("%s LIST ADDRESS", verb)
-		}
-		approve := args[1] == "approve"
-		var e workflow.PendingEntry
-		if approve {
-			e, err = a.ApproveMember(ctx, args[2], args[3])
-		} else {
-			e, err = a.RejectMember(ctx, args[2], args[3])
-		}
-		if err != nil {
-			return err
-		}
-		done := "approved"
-		if !approve {
-			done = "rejected"
-		}
-		fmt.Fprintf(out, "%s of %s on %s %s, key %s\n", e.Kind, e.Address, e.List, done, e.Fingerprint)
-		if e.NoticeErr != nil {
-			fmt.Fprintf(out, "the subscriber could not be told by mail: %v\n", e.NoticeErr)
-		}
-	case verb == "hold list":
-		var pos []string
-		all := false
-		for _, a := range args[2:] {
-			switch {
-			case a == "--all" || a == "-all":
-				all = true
-			case strings.HasPrefix(a, "-"):
-				return usageErr("hold list LIST [--all]: unknown flag %s", a)
-			default:
-				pos = append(pos, a)
-			}
-		}
-		if len(pos) != 1 {
-			return usageErr("hold list LIST [--all]")
-		}
-		hs, err := a.Holds(ctx, pos[0])
-		if all {
-			hs, err = a.AllHolds(ctx, pos[0])
-		}
-		if err != nil {
-			return err
-		}
-		for _, h := range hs {
-			if all {
-				fmt.Fprintln(out, admin.StatusLine(h))
-			} else {
-				fmt.Fprintln(out, admin.Summary(h))
-			}
-		}
-	case verb == "hold expire":
-		if len(args) != 2 {
-			return usageErr("hold expire")
-		}
-		n, err := a.ExpireHolds(ctx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "%d held posts expired\n", n)
-	case verb == "hold show", verb == "hold approve", verb == "hold reject":
-		if len(args) != 3 {
-			return usageErr("%s ID", verb)
-		}
-		id, err := strconv.ParseInt(args[2], 10, 64)
-		if err != nil || id <= 0 {
-			return fmt.Errorf("hold id %q is not a number", args[2])
-		}
-		switch args[1] {
-		case "show":
-			hp, err := a.ShowHold(ctx, id)
-			if err != nil {
-				return err
-			}
-			state := hp.Status()
-			switch state {
-			case store.HoldExpired:
-				state += " " + hp.ExpiredAt.UTC().Format("2006-01-02 15:04:05 MST")
-			case store.HoldDelivered:
-				state += " " + hp.DeliveredAt.UTC().Format("2006-01-02 15:04:05 MST")
-			}
-			fmt.Fprintf(out, "id: %d\nlist: %s\nsender: %s\nreason: %s\nheld: %s\nstate: %s\n\n",
-				hp.ID, hp.List, hp.Sender, hp.Reason, hp.CreatedAt.UTC().Format("2006-01-02 15:04:05 MST"), state)
-			if hp.Plaintext != nil {
-				fmt.Fprintln(out, "decrypted content:")
-				out.Write(hp.Plaintext)
-			} else {
-				out.Write(hp.Raw)
-			}
-		case "approve":
-			ap, err := a.ApproveHold(ctx, id)
-			if err != nil {
-				return err
-			}
-			if ap.Resumed {
-				fmt.Fprintf(out, "held post %d: delivery resumed and completed, %d more members\n", id, ap.Delivered)
-			} else {
-				fmt.Fprintf(out, "held post %d approved and delivered to %d members\n", id, ap.Delivered)
-			}
-		case "reject":
-			if err := a.RejectHold(ctx, id); err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "held post %d rejected\n", id)
-		}
-	default:
-		return usageErr("unknown command %q", strings.Join(args, " "))
-	}
-	return nil
-}
-
-// parseArgs splits args into positionals and --name VALUE / --name=VALUE
-// flags (flags may come after positionals, as the documented verbs write
-// them). Unknown flags are an error.
-func parseArgs(args []string, names ...string) ([]string, map[string]string, error) {
-	known := map[string]bool{}
-	for _, n := range names {
-		known[n] = true
-	}
-	var pos []string
-	flags := map[string]string{}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if !strings.HasPrefix(a, "-") {
-			pos = append(pos, a)
-			continue
-		}
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !known[name] {
-			return nil, nil, fmt.Errorf("unknown flag %s", a)
-		}
-		if !hasVal {
-			if i+1 >= len(args) {
-				return nil, nil, fmt.Errorf("flag %s needs a value", a)
-			}
-			i++
-			val = args[i]
-		}
-		flags[name] = val
-	}
-	return pos, flags, nil
+	return v.run(c)
 }
 
 func readKeyFile(path string) ([]byte, error) {
-	var r io.Reader
-	if path == "-" {
-		r = os.Stdin
-	} else {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, fmt.Errorf("key file: %w", err)
-		}
-		defer f.Close()
-		r = f
-	}
 	// Read one byte more than any acceptable key so the size limit in
 	// keyring reports it, without reading an unbounded file.
-	data, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	data, err := readInput(path, 16<<20)
 	if err != nil {
 		return nil, fmt.Errorf("key file: %w", err)
 	}
 	return data, nil
+}
+
+// readInput reads at most limit bytes of the file at path, or of
+// standard input when path is "-".
+func readInput(path string, limit int64) ([]byte, error) {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	return io.ReadAll(io.LimitReader(r, limit))
 }
 
 // pendingLine is one line of "member pending": address, kind, the
