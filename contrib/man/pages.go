@@ -252,7 +252,7 @@ func listcryptPage(cli string) (string, error) {
 	b.WriteString(".SH COMMANDS\n")
 	markdown(&b, verbs)
 	b.WriteString(".SH EXIT STATUS\n")
-	paragraphs(&b, "0 on success; non-zero on any error, with a one-line reason on standard error.")
+	paragraphs(&b, "0 on success (also for **-h**, **--help** and **help**); 2 for a usage error (an unknown verb, wrong arguments or flags), with the usage or the verb's synopsis; 1 for any other error, with a one-line reason on standard error.")
 	files(&b, siteFiles()...)
 	seeAlso(&b, "listcrypt(1)")
 	return b.String(), nil
