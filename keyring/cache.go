@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"sync"
 
@@ -22,9 +23,9 @@ type Cache struct {
 	limits     Limits
 
 	mu      sync.Mutex
-	listKey map[string]*openedKey // list address -> opened list key
-	members map[string]*MemberSet // list address -> members at a version
-	parsed  map[string]*parsedKey // fingerprint -> parsed member key
+	listKey map[string]*openedKey     // list address -> opened list key
+	members map[string]*MemberSet     // list address -> members at a version
+	parsed  map[parsedName]*parsedKey // list and fingerprint -> parsed member key
 }
 
 type openedKey struct {
@@ -32,8 +33,16 @@ type openedKey struct {
 	entity      *openpgp.Entity
 }
 
+// parsedName names a parsed member key: parsed keys are per list, as
+// go-crypto mutates an Entity while using it and the milter serialises
+// work per list, not per key.
+type parsedName struct{ list, fingerprint string }
+
+// parsedKey is a member key parsed and compacted (compactEntity), with
+// the digest of the stored bytes it was parsed from (to notice a changed
+// key under the same fingerprint without keeping the bytes).
 type parsedKey struct {
-	binary string
+	digest [sha256.Size]byte
 	entity *openpgp.Entity
 }
 
@@ -54,7 +63,7 @@ func NewCache(st *store.Store, passphrase []byte, l Limits) *Cache {
 		st: st, passphrase: passphrase, limits: l,
 		listKey: map[string]*openedKey{},
 		members: map[string]*MemberSet{},
-		parsed:  map[string]*parsedKey{},
+		parsed:  map[parsedName]*parsedKey{},
 	}
 }
 
@@ -97,15 +106,31 @@ func (c *Cache) Members(ctx context.Context, list string) (*MemberSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("members of %s: %w", list, err)
 	}
-	ms = &MemberSet{Version: v, Active: map[string]string{}, Entities: map[string]*openpgp.Entity{}}
-	var reg []RegisteredKey
+	ms, err = c.build(list, v, members)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.members[list] = ms
+	c.mu.Unlock()
+	return ms, nil
+}
+
+// build parses the active members' keys into a MemberSet at version v.
+func (c *Cache) build(list string, v int64, members []store.Member) (*MemberSet, error) {
+	n := 0
+	for _, m := range members {
+		if m.State == "active" && len(m.PublicKey) > 0 {
+			n++
+		}
+	}
+	ms := &MemberSet{Version: v, Active: make(map[string]string, n), Entities: make(map[string]*openpgp.Entity, n)}
+	reg := make([]RegisteredKey, 0, n)
 	for _, m := range members {
 		if m.State != "active" || len(m.PublicKey) == 0 {
 			continue
 		}
-		// Parsed keys are per list: go-crypto mutates an Entity while using
-		// it, and the milter serialises work per list, not per key.
-		e, err := c.parse(list+"\x00"+m.Fingerprint, m.PublicKey)
+		e, err := c.parse(parsedName{list, m.Fingerprint}, m.PublicKey)
 		if err != nil {
 			return nil, fmt.Errorf("key of %s on %s: %w", m.Address, list, err)
 		}
@@ -114,25 +139,34 @@ func (c *Cache) Members(ctx context.Context, list string) (*MemberSet, error) {
 		reg = append(reg, RegisteredKey{Address: m.Address, Fingerprint: m.Fingerprint, Entity: e})
 	}
 	ms.Ring = NewMemberKeyRing(reg)
+	// Forget the parsed keys of the list that are no longer its members'.
 	c.mu.Lock()
-	c.members[list] = ms
+	for k := range c.parsed {
+		if k.list == list {
+			if _, ok := ms.Entities[k.fingerprint]; !ok {
+				delete(c.parsed, k)
+			}
+		}
+	}
 	c.mu.Unlock()
 	return ms, nil
 }
 
-func (c *Cache) parse(key string, bin []byte) (*openpgp.Entity, error) {
+func (c *Cache) parse(key parsedName, bin []byte) (*openpgp.Entity, error) {
+	digest := sha256.Sum256(bin)
 	c.mu.Lock()
 	p := c.parsed[key]
 	c.mu.Unlock()
-	if p != nil && p.binary == string(bin) {
+	if p != nil && p.digest == digest {
 		return p.entity, nil
 	}
 	e, err := ParseStoredKey(bin, c.limits)
 	if err != nil {
 		return nil, err
 	}
+	compactEntity(e, PacketConfig(c.limits, nil))
 	c.mu.Lock()
-	c.parsed[key] = &parsedKey{binary: string(bin), entity: e}
+	c.parsed[key] = &parsedKey{digest: digest, entity: e}
 	c.mu.Unlock()
 	return e, nil
 }

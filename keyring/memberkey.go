@@ -476,9 +476,16 @@ type RegisteredKey struct {
 // for finding which member addresses registered the signing key. It is
 // immutable after NewMemberKeyRing and safe for concurrent use.
 type MemberKeyRing struct {
-	entities  []*openpgp.Entity            // one per fingerprint
-	byKeyID   map[uint64][]*openpgp.Entity // primary and subkey IDs
-	addresses map[string][]string          // fingerprint -> addresses
+	entities []*openpgp.Entity // one per fingerprint
+	// byKeyID maps primary and subkey IDs to the first key with that ID;
+	// moreByKeyID holds the others (key IDs rarely collide). One entry
+	// each keeps the ring small at 10,000 members (issue 9).
+	byKeyID     map[uint64]*openpgp.Entity
+	moreByKeyID map[uint64][]*openpgp.Entity
+	// addresses maps a fingerprint to the first address that registered
+	// it; moreAddresses to the others.
+	addresses     map[string]string
+	moreAddresses map[string][]string
 }
 
 var _ openpgp.KeyRing = (*MemberKeyRing)(nil)
@@ -486,45 +493,70 @@ var _ openpgp.KeyRing = (*MemberKeyRing)(nil)
 // NewMemberKeyRing builds a ring from registered keys. Several addresses
 // may register the same key; entries without an entity are skipped.
 func NewMemberKeyRing(members []RegisteredKey) *MemberKeyRing {
-	r := &MemberKeyRing{byKeyID: map[uint64][]*openpgp.Entity{}, addresses: map[string][]string{}}
+	r := &MemberKeyRing{
+		byKeyID:   make(map[uint64]*openpgp.Entity, 2*len(members)),
+		addresses: make(map[string]string, len(members)),
+	}
+	addID := func(id uint64, e *openpgp.Entity) {
+		if _, ok := r.byKeyID[id]; !ok {
+			r.byKeyID[id] = e
+			return
+		}
+		if r.moreByKeyID == nil {
+			r.moreByKeyID = map[uint64][]*openpgp.Entity{}
+		}
+		r.moreByKeyID[id] = append(r.moreByKeyID[id], e)
+	}
 	for _, m := range members {
 		if m.Entity == nil || m.Entity.PrimaryKey == nil {
 			continue
 		}
 		fpr := Fingerprint(m.Entity)
 		addr := strings.ToLower(strings.TrimSpace(m.Address))
-		if _, ok := r.addresses[fpr]; !ok {
+		first, seen := r.addresses[fpr]
+		if !seen {
 			r.entities = append(r.entities, m.Entity)
-			r.byKeyID[m.Entity.PrimaryKey.KeyId] = append(r.byKeyID[m.Entity.PrimaryKey.KeyId], m.Entity)
+			addID(m.Entity.PrimaryKey.KeyId, m.Entity)
 			for _, sk := range m.Entity.Subkeys {
 				if sk.PublicKey.KeyId != m.Entity.PrimaryKey.KeyId {
-					r.byKeyID[sk.PublicKey.KeyId] = append(r.byKeyID[sk.PublicKey.KeyId], m.Entity)
+					addID(sk.PublicKey.KeyId, m.Entity)
 				}
 			}
-			r.addresses[fpr] = nil
+			r.addresses[fpr] = addr
+			continue
 		}
-		dup := false
-		for _, a := range r.addresses[fpr] {
-			dup = dup || a == addr
+		if addr == "" || addr == first || slices.Contains(r.moreAddresses[fpr], addr) {
+			continue
 		}
-		if !dup && addr != "" {
-			r.addresses[fpr] = append(r.addresses[fpr], addr)
+		if first == "" {
+			r.addresses[fpr] = addr
+			continue
 		}
+		if r.moreAddresses == nil {
+			r.moreAddresses = map[string][]string{}
+		}
+		r.moreAddresses[fpr] = append(r.moreAddresses[fpr], addr)
 	}
 	return r
+}
+
+// byID returns the keys with a primary key or subkey with key ID id.
+func (r *MemberKeyRing) byID(id uint64) []*openpgp.Entity {
+	e, ok := r.byKeyID[id]
+	if !ok {
+		return nil
+	}
+	return append([]*openpgp.Entity{e}, r.moreByKeyID[id]...)
 }
 
 // KeysById implements openpgp.KeyRing: the primary keys and subkeys with
 // key ID id (id 0 means every key). Like openpgp.EntityList it does not
 // validate the keys; go-crypto's verification does.
 func (r *MemberKeyRing) KeysById(id uint64) []openpgp.Key {
-	var ents []*openpgp.Entity
 	if id == 0 {
-		ents = r.entities
-	} else {
-		ents = r.byKeyID[id]
+		return openpgp.EntityList(r.entities).KeysById(id)
 	}
-	return openpgp.EntityList(ents).KeysById(id)
+	return openpgp.EntityList(r.byID(id)).KeysById(id)
 }
 
 // EntitiesById implements openpgp.KeyRing: the keys that contain a primary
@@ -533,12 +565,16 @@ func (r *MemberKeyRing) EntitiesById(id uint64) []*openpgp.Entity {
 	if id == 0 {
 		return append([]*openpgp.Entity(nil), r.entities...)
 	}
-	return append([]*openpgp.Entity(nil), r.byKeyID[id]...)
+	return r.byID(id)
 }
 
 // AddressesOf returns the member addresses (lower-cased) that registered
 // the key with fingerprint fpr (hex, any case, spaces ignored).
 func (r *MemberKeyRing) AddressesOf(fpr string) []string {
 	fpr = strings.ToUpper(strings.ReplaceAll(fpr, " ", ""))
-	return append([]string(nil), r.addresses[fpr]...)
+	first := r.addresses[fpr]
+	if first == "" {
+		return nil
+	}
+	return append([]string{first}, r.moreAddresses[fpr]...)
 }
