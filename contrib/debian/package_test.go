@@ -27,7 +27,11 @@ import (
 	"testing"
 	"time"
 
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
+	"github.com/listcrypt/listcrypt/keyring"
+	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
 
 const (
@@ -467,6 +471,41 @@ func postThroughPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Two members, added with the installed CLI as the listcrypt user; one
+	// recipient per batch, so that the second copy goes through the
+	// reinjection listener the admin's edit points at.
+	keys := rig.TempDir(t)
+	members := map[string]*openpgp.Entity{}
+	for _, addr := range []string{"alice@example.org", "bob@example.org"} {
+		e := milterfix.NewKey(t, addr)
+		armored, err := keyring.ArmorPublicKey(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(keys, addr+".asc")
+		if err := os.WriteFile(file, []byte(armored), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		asListcrypt(t, "listcrypt", "-c", conf, "member", "add", list, addr, "--key", file)
+		members[addr] = e
+	}
+	listKeys, err := openpgp.ReadArmoredKeyRing(strings.NewReader(asListcrypt(t, "listcrypt", "-c", conf, "list", "key", "export", list)))
+	if err != nil || len(listKeys) != 1 {
+		t.Fatalf("list key export: %d keys, %v", len(listKeys), err)
+	}
+	listKey := listKeys[0]
+	pfile := filepath.Join(confDir, "lists.d", list+".toml")
+	pol, err := os.ReadFile(pfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(pol, []byte("\nbatch_size = 50\n")) {
+		t.Fatalf("%s has no batch_size = 50 line:\n%s", pfile, pol)
+	}
+	if err := os.WriteFile(pfile, bytes.Replace(pol, []byte("\nbatch_size = 50\n"), []byte("\nbatch_size = 1\n"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	u, err := user.Lookup("listcrypt")
 	if err != nil {
 		t.Fatal(err)
@@ -534,14 +573,42 @@ func postThroughPostfix(t *testing.T) {
 	if err := rig.Send(p.SMTPAddr(), "bob@example.org", []string{"carol@example.org"}, other); err != nil {
 		t.Fatalf("mail to carol@example.org: %v\n%s", err, logs.String())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	got, err := p.Sink().Wait(ctx, 1)
-	if err != nil {
-		t.Fatalf("mail to carol@example.org not delivered: %v", err)
+
+	// alice's signed post, encrypted to the list key: accepted, and each
+	// member gets one copy (one rewritten in place, one reinjected) that
+	// decrypts with that member's key alone, signed by the list key.
+	post := milterfix.Build(t, milterfix.Post{From: "alice@example.org", MessageID: "<package-test-post@example.org>",
+		SignWith: members["alice@example.org"], EncryptTo: []*openpgp.Entity{listKey}, Body: "installed and working"})
+	if err := rig.Send(p.SMTPAddr(), "alice@example.org", []string{list}, post); err != nil {
+		t.Fatalf("alice's encrypted post refused: %v\n%s", err, logs.String())
 	}
-	if len(got) != 1 || len(got[0].To) != 1 || got[0].To[0] != "carol@example.org" {
-		t.Errorf("delivered %+v, want one message to carol@example.org", got)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got, err := p.Sink().Wait(ctx, 3)
+	if err != nil {
+		t.Fatalf("deliveries: %v (got %d)\n%s", err, len(p.Sink().Messages()), logs.String())
+	}
+	toCarol, copies := 0, map[string]int{}
+	for _, m := range got {
+		switch {
+		case len(m.To) == 1 && m.To[0] == "carol@example.org":
+			toCarol++
+		case m.From == "devs-bounces@lists.example.org" && len(m.To) == 1 && members[m.To[0]] != nil:
+			copies[m.To[0]]++
+			if bytes.Contains(m.Data, []byte("installed and working")) {
+				t.Errorf("the copy to %s carries the post in clear", m.To[0])
+			}
+			pt := milterfix.DecryptCopy(t, m.Data, members[m.To[0]], listKey)
+			if !bytes.Contains(pt, []byte("installed and working")) {
+				t.Errorf("the copy to %s decrypts to %q", m.To[0], pt)
+			}
+		default:
+			t.Errorf("unexpected delivery from %s to %v", m.From, m.To)
+		}
+	}
+	if toCarol != 1 || copies["alice@example.org"] != 1 || copies["bob@example.org"] != 1 {
+		t.Errorf("deliveries: %d to carol, list copies %v; want 1, one each for alice and bob", toCarol, copies)
 	}
 	if !strings.Contains(logs.String(), list) {
 		t.Errorf("listcrypt-milter logged no decision for %s:\n%s", list, logs.String())
