@@ -15,9 +15,22 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 
+# The tools the tests drive live in /usr/sbin (postfix, postconf) and,
+# for PostgreSQL's server, in /usr/lib/postgresql/N/bin on Debian.
+PG_BIN := $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin)))
+export PATH := $(PATH):/usr/sbin:/usr/local/go/bin$(if $(PG_BIN),:$(PG_BIN))
+
+# What the tests need: installed when run as root (contrib/testdeps.sh),
+# else only listed.
+.PHONY: testdeps
+testdeps:
+	@bash contrib/testdeps.sh
+
 # The whole suite: unit, store on SQLite and a real PostgreSQL, interop with
-# gpg/sq/rnp, a real Postfix end to end, then each fuzz target briefly.
-test: vet
+# gpg/sq/rnp, a real Postfix end to end, the Debian package, then each
+# fuzz target briefly. As root on a fresh Debian machine it first
+# installs what it needs.
+test: testdeps vet
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-short FUZZTIME=10s
 
