@@ -32,6 +32,7 @@ testdeps:
 # installs what it needs.
 test: testdeps vet
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -run 'Memory' ./keyring/  # memory bounds, without the race detector's overhead
 	$(MAKE) fuzz-short FUZZTIME=10s
 
 # The multi-host races, 1,000 of each instead of make test's 200: two
