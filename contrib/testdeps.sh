@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # What the test suite drives for real: Postfix, PostgreSQL, GnuPG, sq,
-# RNP, man/groff (man page rendering). (dpkg-deb, for the package test,
-# comes with dpkg.)
+# RNP, man/groff (man page rendering), and for the private Sendmail of
+# contrib/sendmail/rig: m4 and sendmail-bin's libraries (the rig itself
+# unpacks Debian's sendmail packages beside Postfix, which they conflict
+# with; see contrib/sendmail/rig). (dpkg-deb, for the package test and the
+# Sendmail rig, comes with dpkg.)
 # "make test" runs this first. As root it installs whatever is missing
 # (Debian, apt-get, DEBIAN_FRONTEND=noninteractive) and prepares what the
 # tools need; as another user it only says what is missing (tests that
@@ -9,7 +12,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(postfix postgresql gnupg sq rnp ca-certificates make man-db groff-base)
+packages=(postfix postgresql gnupg sq rnp ca-certificates make man-db groff-base m4 liblockfile1 libwrap0)
 
 missing=()
 for pkg in "${packages[@]}"; do
