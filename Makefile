@@ -4,7 +4,7 @@ BIN      := bin
 FUZZTIME ?= 20s
 # Fuzz targets: package:target
 FUZZ_TARGETS := ./milter/inbound:FuzzExamine ./keyring:FuzzParseMemberKey ./milter/workflow:FuzzParseCommand \
-	./milter/workflow:FuzzEntityText ./policy:FuzzParse ./policy:FuzzListRecipient ./policy/config:FuzzParse
+	./milter/workflow:FuzzEntityText ./policy:FuzzParse ./policy:FuzzListRecipient ./policy/config:FuzzParse ./milter/bounce:FuzzParse
 
 .PHONY: build test vet demo bench fuzz fuzz-short clean deb install
 
