@@ -64,12 +64,17 @@ func (p *Postfix) QueueEmpty() (bool, error) {
 
 // WaitQueueEmpty polls QueueEmpty (every 5 ms) until two scans in a row
 // find the queue empty, or ctx ends.
-func (p *Postfix) WaitQueueEmpty(ctx context.Context) error {
+func (p *Postfix) WaitQueueEmpty(ctx context.Context) error { return PollEmpty(ctx, p.QueueEmpty) }
+
+// PollEmpty polls empty (every 5 ms) until it reports true twice in a
+// row, or ctx ends: a message moving between two queue folders during
+// one scan is seen by the next (the queues of both MTAs' rigs).
+func PollEmpty(ctx context.Context, empty func() (bool, error)) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	empties := 0
 	for {
-		ok, err := p.QueueEmpty()
+		ok, err := empty()
 		if err != nil {
 			return err
 		}

@@ -314,7 +314,7 @@ func Start(t testing.TB, opts Options) *Postfix {
 		t.Fatalf("rig: %v", err)
 	}
 
-	ports, err := freePorts(2)
+	ports, err := FreePorts(2)
 	if err != nil {
 		t.Fatalf("rig: %v", err)
 	}
@@ -391,7 +391,7 @@ func Start(t testing.TB, opts Options) *Postfix {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, addr := range []string{p.smtpAddr, p.reinjectAddr} {
-		if err := waitGreeting(ctx, addr); err != nil {
+		if err := WaitGreeting(ctx, addr); err != nil {
 			t.Fatalf("rig: postfix smtpd on %s: %v\nmaillog:\n%s", addr, err, p.Maillog())
 		}
 	}
@@ -662,8 +662,9 @@ func groupMembers(pgid int) []int {
 	return out
 }
 
-// freePorts picks n distinct free TCP ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
+// FreePorts picks n distinct free TCP ports on 127.0.0.1 (the rigs of
+// both MTAs use it).
+func FreePorts(n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
 		for _, ln := range lns {
@@ -682,9 +683,9 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// waitGreeting polls addr until an SMTP server there sends its 220
-// greeting.
-func waitGreeting(ctx context.Context, addr string) error {
+// WaitGreeting polls addr until an SMTP server there sends its 220
+// greeting (the rigs of both MTAs wait for their daemons with it).
+func WaitGreeting(ctx context.Context, addr string) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var last error

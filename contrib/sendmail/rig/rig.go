@@ -22,7 +22,6 @@
 package rig
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -125,7 +124,7 @@ func Start(t testing.TB, opts Options) *Sendmail {
 	if err := s.startSyslog(); err != nil {
 		t.Fatalf("sendmail rig: syslog socket: %v", err)
 	}
-	ports, err := freePorts(2)
+	ports, err := rig.FreePorts(2)
 	if err != nil {
 		t.Fatalf("sendmail rig: %v", err)
 	}
@@ -171,7 +170,7 @@ func Start(t testing.TB, opts Options) *Sendmail {
 		t.Fatalf("sendmail rig: starting sendmail: %v\n%s\nmaillog:\n%s", err, readFile(out.Name()), s.Maillog())
 	}
 	for _, addr := range []string{s.smtpAddr, s.reinjectAddr} {
-		if err := waitGreeting(ctx, addr); err != nil {
+		if err := rig.WaitGreeting(ctx, addr); err != nil {
 			t.Fatalf("sendmail rig: listener %s: %v\n%s\nmaillog:\n%s", addr, err, readFile(out.Name()), s.Maillog())
 		}
 	}
@@ -330,32 +329,9 @@ func (s *Sendmail) QueueEmpty() (bool, error) {
 	return true, nil
 }
 
-// WaitQueueEmpty polls QueueEmpty (every 5 ms) until two scans in a row
-// find the queue empty, or ctx ends.
-func (s *Sendmail) WaitQueueEmpty(ctx context.Context) error {
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	empties := 0
-	for {
-		ok, err := s.QueueEmpty()
-		if err != nil {
-			return err
-		}
-		if ok {
-			empties++
-			if empties == 2 {
-				return nil
-			}
-		} else {
-			empties = 0
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
+// WaitQueueEmpty polls QueueEmpty until two scans in a row find the
+// queue empty, or ctx ends.
+func (s *Sendmail) WaitQueueEmpty(ctx context.Context) error { return rig.PollEmpty(ctx, s.QueueEmpty) }
 
 // startSyslog listens on the socket the namespace's /dev/log points to
 // and appends each datagram, without its <priority>, to the maillog.
@@ -569,61 +545,4 @@ func sweepStale(t testing.TB, base string) {
 			t.Logf("sendmail rig: removing stale %s: %v", dir, err)
 		}
 	}
-}
-
-// freePorts picks n distinct free TCP ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			_ = ln.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// waitGreeting polls addr (every 10 ms) until an SMTP server there sends
-// its 220 greeting.
-func waitGreeting(ctx context.Context, addr string) error {
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		if last = greeting(ctx, addr); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
-		case <-tick.C:
-		}
-	}
-}
-
-func greeting(ctx context.Context, addr string) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "220") {
-		return fmt.Errorf("greeting %q", strings.TrimSpace(line))
-	}
-	_, _ = c.Write([]byte("QUIT\r\n"))
-	return nil
 }
