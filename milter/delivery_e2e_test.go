@@ -102,13 +102,19 @@ func waitCopies(t *testing.T, sink *rig.Sink, bounce string, want int) map[strin
 }
 
 // Lists of 1, 49, 50, 51 and 1,000 members (batch 50) each receive
-// exactly one copy per member through a real Postfix, every batch
-// reinjected.
+// exactly one copy per member through a real MTA (Postfix and Sendmail),
+// every batch reinjected.
 func TestExactlyOnePerMember(t *testing.T) {
-	rig.Require(t)
 	if testing.Short() {
 		t.Skip("1,000-member list")
 	}
+	for _, mta := range mtas {
+		t.Run(mta, func(t *testing.T) { exactlyOnePerMember(t, mta) })
+	}
+}
+
+func exactlyOnePerMember(t *testing.T, mta string) {
+	requireMTA(t, mta)
 	site := milterfix.New(t, milterfix.Options{})
 	sizes := []int{1, 49, 50, 51, 1000}
 	members := map[int][]string{}
@@ -117,8 +123,8 @@ func TestExactlyOnePerMember(t *testing.T) {
 		members[n], keys[n] = addList(t, site, fmt.Sprintf("size%d@lists.example.org", n), n)
 	}
 	_, sock, _ := strings.Cut(site.Config.Milter.Listen, ":")
-	pf := rig.Start(t, rig.Options{MilterAddr: "unix:" + sock})
-	// Batches go back in through Postfix's reinjection listener.
+	pf := startMTA(t, mta, sock)
+	// Batches go back in through the MTA's reinjection listener.
 	site.Config.Reinject.Address = pf.ReinjectAddr()
 	startDaemon(t, site)
 	for _, n := range sizes {
@@ -141,6 +147,7 @@ func TestExactlyOnePerMember(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("through %s: %d posts, every member of lists of %v exactly one copy", mta, len(sizes), sizes)
 }
 
 // reinjectProxy forwards reinjection connections to Postfix and calls

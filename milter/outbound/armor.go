@@ -67,7 +67,7 @@ func appendBase64Lines(dst, data []byte) []byte {
 // character 2D skipped", "no valid OpenPGP data found") and the
 // decryption fails (BADMDC). sq 0.27 reads such armor, RNP 0.16.3 with a
 // warning. Measured with the interop tests (TestInterop,
-// TestOutboundInteropThroughPostfix) and `gpg --decrypt` on armor with
+// TestOutboundInteropThroughMTAs) and `gpg --decrypt` on armor with
 // the checksum line cut: keep the checksum while GnuPG 2.2 reads our
 // mail.
 const (
