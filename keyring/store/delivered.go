@@ -19,8 +19,9 @@ func (s *Store) MarkDelivered(ctx context.Context, list string, postID []byte, b
 // RecordBatch records what the MTA did with batch number batch of the
 // post, in one transaction: the recipients it took (accepted: the batch
 // row and one row per recipient) and those it refused permanently at
-// RCPT TO. already reports that the batch had been recorded before (by
-// this or another process), in which case nothing changes. The delivery
+// RCPT TO. already reports that the batch number had been recorded
+// before (by this or another process); the members are recorded in any
+// case, a member recorded before keeping its first record. The delivery
 // calls it right after the MTA's reply to the batch's DATA: the time
 // between that reply and this commit is the one window in which a crash
 // repeats the batch on retry (docs/outbound.md), so the commit is made
@@ -57,10 +58,11 @@ func (s *Store) RecordBatch(ctx context.Context, list string, postID []byte, bat
 		if err != nil {
 			return err
 		}
-		if n == 0 {
-			already = true
-			return nil
-		}
+		// A batch number recorded before (a retry, or another attempt
+		// that raced on the post with the same numbering): its members
+		// are recorded all the same; those recorded already stay as they
+		// were (ON CONFLICT DO NOTHING).
+		already = n == 0
 		rows := make([][]any, len(accepted))
 		for i, r := range accepted {
 			rows[i] = []any{list, postID, r, batch, at}

@@ -220,16 +220,18 @@ func (s *Store) relaxedTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
 	defer func() {
 		// Back to FULL before the connection returns to the pool; one
 		// that cannot be restored is discarded, never reused relaxed.
+		// (Deferred before the switch: a switch that took effect but
+		// reported an error is undone too.)
 		if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); err != nil {
 			conn.Raw(func(any) error { return driver.ErrBadConn })
 		}
 	}()
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
 	tx, err := conn.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)

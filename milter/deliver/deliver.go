@@ -233,9 +233,11 @@ func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *out
 	}
 	g, failed := errgroup.WithContext(ctx)
 	g.SetLimit(d.Pool().Size())
+	complete := false // every batch of the stream was started
 	for failed.Err() == nil {
 		b, err := stream.Next()
 		if err == io.EOF {
+			complete = true
 			break
 		}
 		if err != nil {
@@ -245,13 +247,24 @@ func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *out
 		b.Number += lastBatch
 		g.Go(func() error {
 			if failed.Err() != nil {
-				return nil // another batch failed: the post is tempfailed
+				// Another batch failed, or the caller's context ended:
+				// this batch is not sent, and the delivery is no success.
+				return context.Cause(failed)
 			}
 			// ctx, not failed: a batch in flight runs to its record.
 			return d.submit(ctx, dl, b.Number, b.EnvelopeFrom, b.Recipients, &b)
 		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if !complete {
+		// The caller's context ended between batches (its deadline, or
+		// a claim that passed to another attempt): batches are missing,
+		// so this is no success.
+		return fmt.Errorf("delivery stopped before every batch went out: %w", context.Cause(ctx))
+	}
+	return nil
 }
 
 // submit hands one batch to the MTA and records it. The records follow

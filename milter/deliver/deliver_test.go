@@ -3,6 +3,8 @@ package deliver_test
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -75,5 +77,65 @@ func TestDeliverResumesAndServesEachMemberOnce(t *testing.T) {
 	r, err = d.Distribute(ctx, p, msg)
 	if err != nil || r.Served != 0 || len(site.Reinjected.Messages()) != len(copies) {
 		t.Fatalf("second run: served %d, %d copies, %v", r.Served, len(site.Reinjected.Messages())-len(copies), err)
+	}
+}
+
+// A delivery whose context ends between batches (its deadline, or a
+// claim that passed to another attempt) is no success: Distribute
+// returns an error, so "hold approve" never marks a half-delivered hold
+// delivered, and the next run serves the members left.
+func TestDeliverCancelledBetweenBatchesIsAnError(t *testing.T) {
+	site := milterfix.New(t, milterfix.Options{})
+	file := filepath.Join(site.Config.PolicyDir, milterfix.List+".toml")
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(src, []byte("batch_size = 50")) {
+		t.Fatal("no batch_size in the fixture policy")
+	}
+	if err := os.WriteFile(file, bytes.Replace(src, []byte("batch_size = 50"), []byte("batch_size = 1"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	site.Config.Reinject.Connections = 1
+	alice := site.AddMember(t, "alice@example.org")
+	for _, m := range []string{"bob@example.org", "carol@example.org", "dave@example.org"} {
+		site.AddMember(t, m)
+	}
+	keys, err := site.Admin.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := site.Admin.Policies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := set.Lookup(milterfix.List)
+	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config})
+	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// The first batch reached the MTA: the context ends.
+		site.Reinjected.Wait(context.Background(), 1)
+		cancel()
+	}()
+	if r, err := d.Distribute(ctx, p, msg); err == nil {
+		t.Fatalf("a delivery cut short reported success (%d served of 4)", r.Served)
+	}
+	cancel()
+	if _, err := d.Distribute(context.Background(), p, msg); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	got := map[string]int{}
+	for _, c := range site.Reinjected.Messages() {
+		for _, a := range c.To {
+			got[a]++
+		}
+	}
+	for _, m := range []string{"alice@example.org", "bob@example.org", "carol@example.org", "dave@example.org"} {
+		if got[m] == 0 {
+			t.Errorf("%s never served", m)
+		}
 	}
 }
