@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,10 +135,19 @@ func (s *Site) exportKeys(l store.List, now time.Time) (string, error) {
 	b.WriteString("\n")
 	name := "deleted-" + strings.ReplaceAll(l.Address, "/", "_") + "-" + now.Format(exportStamp) + ".key.asc"
 	path := filepath.Join(s.Config.StateDir, name)
-	if fileExists(path) {
+	// Written in full under a name of this process's own, then linked
+	// into place: link fails when the name exists, so two deletes in
+	// the same second never share (or remove) one export.
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	if err := keyring.WriteFileAtomic(tmp, b.Bytes(), 0o600); err != nil {
+		return "", fmt.Errorf("keep the keys of %s (nothing was deleted): %w", l.Address, err)
+	}
+	err = os.Link(tmp, path)
+	os.Remove(tmp)
+	if errors.Is(err, fs.ErrExist) {
 		return "", fmt.Errorf("keep the keys of %s: %s exists already; try again in a second", l.Address, path)
 	}
-	if err := keyring.WriteFileAtomic(path, b.Bytes(), 0o600); err != nil {
+	if err != nil {
 		return "", fmt.Errorf("keep the keys of %s (nothing was deleted): %w", l.Address, err)
 	}
 	return path, nil
