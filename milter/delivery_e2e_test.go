@@ -29,7 +29,7 @@ import (
 
 // addList creates list addr with n members on the site; it returns the
 // member addresses and keys.
-func addList(t *testing.T, site *milterfix.Site, addr string, n int) ([]string, map[string]*openpgp.Entity) {
+func addList(t testing.TB, site *milterfix.Site, addr string, n int) ([]string, map[string]*openpgp.Entity) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := site.Admin.CreateList(ctx, addr, "owner@example.org", keyring.KeyEd25519); err != nil {
@@ -39,7 +39,7 @@ func addList(t *testing.T, site *milterfix.Site, addr string, n int) ([]string, 
 	keys := map[string]*openpgp.Entity{}
 	var addrs []string
 	for i := range n {
-		m := fmt.Sprintf("%s-m%04d@example.org", local, i)
+		m := fmt.Sprintf("%s-m%05d@example.org", local, i)
 		e := milterfix.NewKey(t, m)
 		a, err := keyring.ArmorPublicKey(e)
 		if err != nil {
@@ -54,7 +54,7 @@ func addList(t *testing.T, site *milterfix.Site, addr string, n int) ([]string, 
 	return addrs, keys
 }
 
-func listKeyOf(t *testing.T, site *milterfix.Site, addr string) *openpgp.Entity {
+func listKeyOf(t testing.TB, site *milterfix.Site, addr string) *openpgp.Entity {
 	t.Helper()
 	l, err := site.Admin.Store.GetList(context.Background(), addr)
 	if err != nil {

@@ -26,7 +26,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/listcrypt/listcrypt/contrib/postfix/rig"
-	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 	"github.com/listcrypt/listcrypt/milter/reinject"
 	"github.com/listcrypt/listcrypt/policy"
@@ -256,7 +255,7 @@ func benchPostThroughPostfix(b *testing.B, n, conns, batch int) {
 		}
 	}
 	began := time.Now()
-	members, keys := addListTB(b, site, list, n)
+	members, keys := addList(b, site, list, n)
 	b.Logf("list of %d members made in %v", n, time.Since(began).Round(time.Millisecond))
 	_, sock, _ := strings.Cut(site.Config.Milter.Listen, ":")
 	pf := rig.Start(b, rig.Options{MilterAddr: "unix:" + sock, ExtraMain: benchMain()})
@@ -272,7 +271,7 @@ func benchPostThroughPostfix(b *testing.B, n, conns, batch int) {
 		pid = startMilterProcess(b, site, pf.ReinjectAddr(), conns)
 	}
 	author := members[0]
-	listKey := listKeyOfTB(b, site, list)
+	listKey := listKeyOf(b, site, list)
 	body := strings.Repeat("All work and no play makes Jack a dull boy. 0123456789\n", 50<<10/55)
 	post := func(i int) []byte {
 		msg := milterfix.Build(b, milterfix.Post{From: author, SignWith: keys[author],
@@ -507,32 +506,6 @@ func timedSend(addr, from, to string, msg []byte) (time.Time, time.Duration, err
 	return start, d, c.Quit()
 }
 
-// addListTB creates list addr with n members (Ed25519/X25519 keys).
-func addListTB(t testing.TB, site *milterfix.Site, addr string, n int) ([]string, map[string]*openpgp.Entity) {
-	t.Helper()
-	ctx := context.Background()
-	if _, err := site.Admin.CreateList(ctx, addr, "owner@example.org", keyring.KeyEd25519); err != nil {
-		t.Fatal(err)
-	}
-	local, _, _ := strings.Cut(addr, "@")
-	keys := map[string]*openpgp.Entity{}
-	var addrs []string
-	for i := range n {
-		m := fmt.Sprintf("%s-m%05d@example.org", local, i)
-		e := milterfix.NewKey(t, m)
-		a, err := keyring.ArmorPublicKey(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := site.Admin.AddMember(ctx, addr, m, []byte(a)); err != nil {
-			t.Fatal(err)
-		}
-		keys[m] = e
-		addrs = append(addrs, m)
-	}
-	return addrs, keys
-}
-
 // waitCopiesTB waits until the sink holds want list copies from bounce
 // and returns when the last of them arrived.
 func waitCopiesTB(t testing.TB, sink *rig.Sink, bounce string, want int) time.Time {
@@ -560,19 +533,6 @@ func waitCopiesTB(t testing.TB, sink *rig.Sink, bounce string, want int) time.Ti
 		sink.Wait(ctx, len(sink.Messages())+1)
 		cancel()
 	}
-}
-
-func listKeyOfTB(t testing.TB, site *milterfix.Site, addr string) *openpgp.Entity {
-	t.Helper()
-	l, err := site.Admin.Store.GetList(context.Background(), addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := keyring.ParseStoredKey(l.PublicKey, keyring.DefaultLimits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
 }
 
 // BenchmarkPostfixFloor is what Postfix itself costs, with no milter and
