@@ -161,6 +161,28 @@ CREATE TABLE outbox (
 	sent_at    TIMESTAMP
 );
 CREATE INDEX outbox_unsent ON outbox(sent_at, id)`,
+	// 9: bounces (docs/bounces.md): each member's bounce score and
+	// whether delivery to it is disabled; counters of the mail that
+	// reached each list's bounce address, by kind (for metrics).
+	`CREATE TABLE member_bounces (
+	list            TEXT NOT NULL,
+	address         TEXT NOT NULL,
+	score           DOUBLE PRECISION NOT NULL DEFAULT 0,
+	bounces         INTEGER NOT NULL DEFAULT 0,
+	last_bounce_at  TIMESTAMP,
+	last_counted_at TIMESTAMP,
+	last_status     TEXT NOT NULL DEFAULT '',
+	disabled_at     TIMESTAMP,
+	PRIMARY KEY (list, address),
+	FOREIGN KEY (list, address) REFERENCES members(list, address) ON DELETE CASCADE
+);
+CREATE INDEX member_bounces_disabled ON member_bounces(list, disabled_at);
+CREATE TABLE bounce_counts (
+	list TEXT NOT NULL REFERENCES lists(address) ON DELETE CASCADE,
+	kind TEXT NOT NULL,
+	n    BIGINT NOT NULL DEFAULT 0,
+	PRIMARY KEY (list, kind)
+)`,
 }
 
 // typeMap holds the per-engine spelling of the types that differ.
