@@ -27,6 +27,7 @@ type Policy struct {
 	Distribute Distribute `toml:"distribute"`
 	Keys       Keys       `toml:"keys"`
 	Responder  Responder  `toml:"responder"`
+	Bounces    Bounces    `toml:"bounces"`
 
 	// File is the policy file this was read from.
 	File string `toml:"-"`
@@ -84,6 +85,20 @@ func (Responder) TableDoc() string {
 	return "Replies of the command responder to senders whose signature did not verify."
 }
 
+// Bounces is the [bounces] table: what the list does with members whose
+// copies bounce (docs/bounces.md).
+type Bounces struct {
+	ScoreThreshold float64        `toml:"score_threshold" doc:"A member's bounce score at which action is taken. A permanent failure (5.x.x) adds 1, a temporary one (4.x.x, a delay) 0.5, at most one bounce counts per member per day (as Mailman)."`
+	ResetAfter     tomlx.Duration `toml:"reset_after" doc:"A score whose last counted bounce is older than this starts again from 0 (Mailman's bounce_info_stale_after)."`
+	Action         string         `toml:"action" values:"disable|notify" doc:"At the threshold: \"disable\" stops delivery to the member until \"listcrypt member enable\", and tells the owners and the member (encrypted to the member's key); \"notify\" only tells the owners."`
+	VERP           bool           `toml:"verp" doc:"Give each member's copy its own envelope sender (LIST-bounces+MEMBER@DOMAIN, Postfix's XVERP) when the reinjection listener offers XVERP, so a bounce names its member exactly. Postfix then delivers each member's copy in its own transaction (docs/bounces.md)."`
+}
+
+// TableDoc documents the table in the reference.
+func (Bounces) TableDoc() string {
+	return "Mail returned to the list's bounce address: scores and what a dead member address leads to."
+}
+
 // TableDoc documents the table in the reference.
 func (Keys) TableDoc() string {
 	return "Subscription and key workflows by mail to LIST-request@DOMAIN."
@@ -121,6 +136,13 @@ func Default() *Policy {
 			MaxRepliesPerAddress: 5,
 			MaxRepliesPerList:    200,
 			ReplyWindow:          tomlx.NewDuration("24h"),
+		},
+		// Mailman 3's defaults (bounce_score_threshold, bounce_info_stale_after).
+		Bounces: Bounces{
+			ScoreThreshold: 5,
+			ResetAfter:     tomlx.NewDuration("7d"),
+			Action:         "disable",
+			VERP:           true,
 		},
 	}
 }
@@ -276,6 +298,15 @@ func (p *Policy) validate(e *tomlx.Errors) {
 	} else if p.Post.ClockSkew.D > 24*time.Hour {
 		e.At([]string{"post", "clock_skew"}, "post.clock_skew must be at most 24h")
 	}
+	if t := p.Bounces.ScoreThreshold; !(t >= 0.5 && t <= 1000) { // also NaN
+		e.At([]string{"bounces", "score_threshold"}, "bounces.score_threshold must be between 0.5 and 1000")
+	}
+	if p.Bounces.ResetAfter.Err != nil {
+		e.At([]string{"bounces", "reset_after"}, "bounces.reset_after: %v", p.Bounces.ResetAfter.Err)
+	} else if p.Bounces.ResetAfter.D < 24*time.Hour || p.Bounces.ResetAfter.D > 365*24*time.Hour {
+		e.At([]string{"bounces", "reset_after"}, "bounces.reset_after must be between 1d and 365d")
+	}
+	oneOfT(p.Bounces.Action, "bounces", "action", "disable", "notify")
 }
 
 // Set is every list's policy, by normalised list address.

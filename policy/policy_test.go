@@ -244,3 +244,36 @@ token_expiry = "1m"
 		t.Fatalf("defaults: %+v", p.Distribute)
 	}
 }
+
+func TestBouncesValidation(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		want string // "" valid
+	}{
+		{"", ""},
+		{"score_threshold = 3\nreset_after = \"30d\"\naction = \"notify\"\nverp = false", ""},
+		{"score_threshold = 2.5", ""},
+		{"score_threshold = 0", "/p.toml:3: bounces.score_threshold must be between 0.5 and 1000"},
+		{"score_threshold = -1.0", "/p.toml:3: bounces.score_threshold"},
+		{"score_threshold = nan", "/p.toml:3: bounces.score_threshold"},
+		{"score_threshold = 1001", "/p.toml:3: bounces.score_threshold"},
+		{"score_threshold = \"5\"", "/p.toml:3"},
+		{"reset_after = \"12h\"", "/p.toml:3: bounces.reset_after must be between 1d and 365d"},
+		{"reset_after = \"soon\"", "/p.toml:3: bounces.reset_after"},
+		{"action = \"remove\"", "/p.toml:3: bounces.action = \"remove\": must be one of disable, notify"},
+	} {
+		p, err := Parse("/p.toml", []byte("address = \"d@lists.example.org\"\n[bounces]\n"+tc.src+"\n"))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q: %v", tc.src, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%q: error %v, want %q", tc.src, err, tc.want)
+		}
+		if tc.src == "" && err == nil {
+			b := p.Bounces
+			if b.ScoreThreshold != 5 || b.ResetAfter.D != 7*24*time.Hour || b.Action != "disable" || !b.VERP {
+				t.Errorf("defaults (Mailman's): %+v", b)
+			}
+		}
+	}
+}

@@ -145,6 +145,8 @@ func typeName(t reflect.Type) string {
 		return "integer"
 	case reflect.Bool:
 		return "boolean"
+	case reflect.Float64:
+		return "number"
 	case reflect.Slice:
 		return "list of " + typeName(t.Elem()) + "s"
 	}
@@ -165,6 +167,11 @@ func defaultTOML(v reflect.Value) string {
 		return `"` + x + `"`
 	case []string:
 		return "[" + strings.Join(quoteAllPlain(x), ", ") + "]"
+	case float64:
+		if x == float64(int64(x)) {
+			return fmt.Sprintf("%d.0", int64(x))
+		}
+		return fmt.Sprintf("%g", x)
 	}
 	return fmt.Sprintf("%v", v.Interface())
 }
