@@ -25,6 +25,13 @@ type BounceRules struct {
 	Threshold  float64       // score at which the action is taken
 	ResetAfter time.Duration // a score whose last counted bounce is older starts from 0
 	Disable    bool          // at the threshold delivery is disabled (else only told)
+	// OnReached, when set, is called inside the transaction when a
+	// bounce reaches the threshold, with the member's new state; the
+	// mail it returns is written into the outbox in the same
+	// transaction, so the notices are sent exactly when the member's
+	// state changed, even if the process dies right after the commit
+	// (the ids are in BounceOutcome.Outbox; see Store.SendOutbox).
+	OnReached func(BounceState) ([]OutboxMail, error)
 }
 
 // BounceEvent is one bounce naming a member.
@@ -59,6 +66,8 @@ type BounceOutcome struct {
 	// Reached: this bounce brought the score to the threshold (from
 	// below). With BounceRules.Disable, delivery is now disabled.
 	Reached bool
+	// Outbox holds the ids of the mail BounceRules.OnReached queued.
+	Outbox []int64
 }
 
 type bounceRow struct {
@@ -105,6 +114,7 @@ func (s *Store) RecordBounce(ctx context.Context, list, addr string, ev BounceEv
 	at := nowOr(ev.At)
 	var out BounceOutcome
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		out = BounceOutcome{} // a failed attempt leaves nothing behind
 		// The insert takes the row's lock (PostgreSQL) or the database's
 		// write lock (SQLite) before the read, so the read-modify-write
 		// below is not interleaved; the foreign key refuses a non-member.
@@ -153,6 +163,18 @@ func (s *Store) RecordBounce(ctx context.Context, list, addr string, ev BounceEv
 			return err
 		}
 		out.State = st
+		if out.Reached && r.OnReached != nil {
+			ms, err := r.OnReached(st)
+			if err != nil {
+				return err
+			}
+			for i := range ms {
+				if err := s.queueTx(ctx, tx, &ms[i]); err != nil {
+					return err
+				}
+				out.Outbox = append(out.Outbox, ms[i].ID)
+			}
+		}
 		return nil
 	})
 	if err != nil {

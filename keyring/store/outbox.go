@@ -100,6 +100,30 @@ func (s *Store) QueueLimited(ctx context.Context, lim ReplyLimit, m OutboxMail) 
 	return m.ID, nil
 }
 
+// QueueLimitedAll is QueueLimited for mail that goes out together (one
+// message per recipient, each encrypted to its own key): one reply slot
+// for all of ms, written in one transaction. It returns the rows' ids.
+func (s *Store) QueueLimitedAll(ctx context.Context, lim ReplyLimit, ms []OutboxMail) ([]int64, error) {
+	var ids []int64
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		ids = ids[:0]
+		if err := s.takeReplySlot(ctx, tx, lim); err != nil {
+			return err
+		}
+		for i := range ms {
+			if err := s.queueTx(ctx, tx, &ms[i]); err != nil {
+				return err
+			}
+			ids = append(ids, ms[i].ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: mail for %q on %q: %w", lim.Address, lim.List, err)
+	}
+	return ids, nil
+}
+
 // claimOutbox claims row id for sending at now, unless it is gone or
 // another sender's claim is younger than [OutboxLease].
 func (s *Store) claimOutbox(ctx context.Context, id int64, now time.Time) (OutboxMail, bool, error) {

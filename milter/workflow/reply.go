@@ -46,6 +46,11 @@ type mail struct {
 	KeyName   string // file name of the attached key
 	Key       string // armored key to attach ("key get"), or ""
 	InReplyTo string // Message-ID of the command mail, or ""
+	// Attach is a mail attached whole (message/rfc822): mail at the
+	// bounce address forwarded to an owner. Only with EncryptTo: the
+	// attachment may be 8bit or binary, which only encryption carries
+	// unchanged.
+	Attach []byte
 	// EncryptTo, when set, gets the mail encrypted (PGP/MIME, RFC 3156 §4,
 	// signed inside, §6.2); otherwise it is only signed (RFC 3156 §5).
 	EncryptTo *openpgp.Entity
@@ -164,7 +169,7 @@ func innerEntity(m mail, boundary func(string) (string, error)) ([]byte, error) 
 	if !strings.HasSuffix(textPart, "\r\n") {
 		textPart += "\r\n"
 	}
-	if m.Key == "" {
+	if m.Key == "" && m.Attach == nil {
 		return []byte(textPart), nil
 	}
 	b, err := boundary("mix-")
@@ -174,11 +179,20 @@ func innerEntity(m mail, boundary func(string) (string, error)) ([]byte, error) 
 	var e bytes.Buffer
 	fmt.Fprintf(&e, "Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n", b)
 	fmt.Fprintf(&e, "--%s\r\n%s", b, textPart)
-	// RFC 3156 §7: keys travel as application/pgp-keys.
-	fmt.Fprintf(&e, "--%s\r\nContent-Type: application/pgp-keys; name=\"%s\"\r\nContent-Disposition: attachment; filename=\"%s\"\r\n\r\n", b, m.KeyName, m.KeyName)
-	e.Write(crlf([]byte(m.Key)))
-	if !bytes.HasSuffix(e.Bytes(), []byte("\r\n")) {
-		e.WriteString("\r\n")
+	if m.Key != "" {
+		// RFC 3156 §7: keys travel as application/pgp-keys.
+		fmt.Fprintf(&e, "--%s\r\nContent-Type: application/pgp-keys; name=\"%s\"\r\nContent-Disposition: attachment; filename=\"%s\"\r\n\r\n", b, m.KeyName, m.KeyName)
+		e.Write(crlf([]byte(m.Key)))
+		if !bytes.HasSuffix(e.Bytes(), []byte("\r\n")) {
+			e.WriteString("\r\n")
+		}
+	}
+	if m.Attach != nil {
+		fmt.Fprintf(&e, "--%s\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"returned.eml\"\r\n\r\n", b)
+		e.Write(crlf(m.Attach))
+		if !bytes.HasSuffix(e.Bytes(), []byte("\r\n")) {
+			e.WriteString("\r\n")
+		}
 	}
 	fmt.Fprintf(&e, "--%s--\r\n", b)
 	return e.Bytes(), nil

@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message/textproto"
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
+	"github.com/listcrypt/listcrypt/milter/bounce"
 	"github.com/listcrypt/listcrypt/milter/inbound"
 	"github.com/listcrypt/listcrypt/policy"
 )
@@ -518,4 +522,86 @@ func keyRefusalText(rq *request, err error, l keyring.Limits) string {
 		return "Your key has no user ID for " + rq.from + ". Add one (gpg --quick-add-uid YOUR-FINGERPRINT 'Your Name <" + rq.from + ">') and send the key again."
 	}
 	return "Your key could not be used. " + export
+}
+
+// oneLine makes a header value of someone else's mail fit one printable
+// line of at most n bytes for a notice.
+func oneLine(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == utf8.RuneError, r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		cut := n
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
+	}
+	return s
+}
+
+func textBounceOwner(p *policy.Policy, f bounce.Recipient, st store.BounceState) string {
+	how := "temporary"
+	if f.Permanent {
+		how = "permanent"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Copies of posts to %s for\n\n    %s\n\nkeep bouncing: its bounce score reached %g (bounces.score_threshold %g)\nafter %d counted bounces.\n\n",
+		p.Address, f.Address, st.Score, p.Bounces.ScoreThreshold, st.Bounces)
+	fmt.Fprintf(&b, "The last one: %s failure", how)
+	if f.Status != "" {
+		fmt.Fprintf(&b, ", status %s", f.Status)
+	}
+	b.WriteString(".\n")
+	if f.Diagnostic != "" {
+		fmt.Fprintf(&b, "The remote server said: %s\n", oneLine(f.Diagnostic, 300))
+	}
+	if st.Disabled() {
+		fmt.Fprintf(&b, `
+Delivery to this member is disabled (bounces.action = "disable"): it gets
+no posts until you enable it again on the list host:
+
+    listcrypt member enable %s %s
+
+The member was told, encrypted to its key where it has a usable one.
+`, p.Address, f.Address)
+	} else {
+		fmt.Fprintf(&b, `
+Nothing was changed (bounces.action = "notify"). To stop sending to it:
+
+    listcrypt member disable %s %s
+`, p.Address, f.Address)
+	}
+	return b.String() + sig(p)
+}
+
+func textBounceMember(p *policy.Policy, f bounce.Recipient, st store.BounceState) string {
+	return fmt.Sprintf(`Copies of posts to %s for your address %s were returned
+by the mail system %d times (the last on %s), so the list stopped sending
+you posts. You are still a member and your key is kept.
+
+If your mailbox works again, ask the list owners to enable your delivery.
+`, p.Address, f.Address, st.Bounces, st.LastBounceAt.UTC().Format("2006-01-02")) + sig(p)
+}
+
+func textForward(p *policy.Policy, h textproto.Header, size int, kind string) string {
+	what := map[string]string{
+		BounceAutoReply:    "an automatic reply (vacation, out of office)",
+		BounceUnattributed: "a bounce that names no member of the list",
+		BounceOther:        "mail that is no bounce listcrypt can read",
+	}[kind]
+	var b strings.Builder
+	fmt.Fprintf(&b, "This arrived at %s, the list's bounce address: %s.\nlistcrypt changed nothing for it.\n\n", p.BounceAddress(), what)
+	for _, name := range []string{"From", "To", "Subject", "Date", "Message-Id"} {
+		if v := h.Get(name); v != "" {
+			fmt.Fprintf(&b, "    %-11s %s\n", name+":", oneLine(v, 200))
+		}
+	}
+	fmt.Fprintf(&b, "    %-11s %d bytes\n", "Size:", size)
+	return b.String()
 }

@@ -123,7 +123,7 @@ type Outcome struct {
 	List    string
 	From    string
 	Command string // the verb, "" when none was found
-	Result  string // "done", "refused", "ignored"
+	Result  string // "done", "refused", "ignored"; bounces: "counted", "forwarded"
 	Reason  string // why it was refused or ignored; never a token
 }
 
@@ -181,6 +181,11 @@ const maxHeader = 256 << 10
 
 func (r *Responder) handle(ctx context.Context, msg []byte, recipient string, out *Outcome) error {
 	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(bytes.NewReader(msg), maxHeader)))
+	if p, verp := r.findBounce(recipient, h); p != nil {
+		// Whatever arrives at a bounce address, garbage included, is
+		// handled there (docs/bounces.md).
+		return r.handleBounce(ctx, p, msg, verp, out)
+	}
 	if err != nil {
 		// The parser's error quotes the line: not for the log or the bounce.
 		out.Result, out.Reason = "ignored", "unparseable header"
