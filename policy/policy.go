@@ -91,7 +91,7 @@ type Bounces struct {
 	ScoreThreshold float64        `toml:"score_threshold" doc:"A member's bounce score at which action is taken. A permanent failure (5.x.x) adds 1, a temporary one (4.x.x, a delay) 0.5, at most one bounce counts per member per day (as Mailman)."`
 	ResetAfter     tomlx.Duration `toml:"reset_after" doc:"A score whose last counted bounce is older than this starts again from 0 (Mailman's bounce_info_stale_after)."`
 	Action         string         `toml:"action" values:"disable|notify" doc:"At the threshold: \"disable\" stops delivery to the member until \"listcrypt member enable\", and tells the owners and the member (encrypted to the member's key); \"notify\" only tells the owners."`
-	VERP           bool           `toml:"verp" doc:"Give each member's copy its own envelope sender (LIST-bounces+MEMBER@DOMAIN, Postfix's XVERP) when the reinjection listener offers XVERP, so a bounce names its member exactly. Postfix then delivers each member's copy in its own transaction (docs/bounces.md)."`
+	VERP           bool           `toml:"verp" doc:"Give each member's copy its own envelope sender (LIST-bounces+MEMBER@DOMAIN, Postfix's XVERP) when the reinjection listener offers XVERP, so a bounce names its member exactly. Off by default, as in Mailman: Postfix then delivers each member's copy in its own transaction (what that costs: docs/bounces.md)."`
 }
 
 // TableDoc documents the table in the reference.
@@ -137,12 +137,12 @@ func Default() *Policy {
 			MaxRepliesPerList:    200,
 			ReplyWindow:          tomlx.NewDuration("24h"),
 		},
-		// Mailman 3's defaults (bounce_score_threshold, bounce_info_stale_after).
+		// Mailman 3's defaults (bounce_score_threshold, bounce_info_stale_after,
+		// VERP off).
 		Bounces: Bounces{
 			ScoreThreshold: 5,
 			ResetAfter:     tomlx.NewDuration("7d"),
 			Action:         "disable",
-			VERP:           true,
 		},
 	}
 }

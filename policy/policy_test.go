@@ -251,7 +251,7 @@ func TestBouncesValidation(t *testing.T) {
 		want string // "" valid
 	}{
 		{"", ""},
-		{"score_threshold = 3\nreset_after = \"30d\"\naction = \"notify\"\nverp = false", ""},
+		{"score_threshold = 3\nreset_after = \"30d\"\naction = \"notify\"\nverp = true", ""},
 		{"score_threshold = 2.5", ""},
 		{"score_threshold = 0", "/p.toml:3: bounces.score_threshold must be between 0.5 and 1000"},
 		{"score_threshold = -1.0", "/p.toml:3: bounces.score_threshold"},
@@ -271,7 +271,7 @@ func TestBouncesValidation(t *testing.T) {
 		}
 		if tc.src == "" && err == nil {
 			b := p.Bounces
-			if b.ScoreThreshold != 5 || b.ResetAfter.D != 7*24*time.Hour || b.Action != "disable" || !b.VERP {
+			if b.ScoreThreshold != 5 || b.ResetAfter.D != 7*24*time.Hour || b.Action != "disable" || b.VERP {
 				t.Errorf("defaults (Mailman's): %+v", b)
 			}
 		}

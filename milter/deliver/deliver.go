@@ -85,6 +85,9 @@ type Result struct {
 	// Refused are the members the MTA refused permanently at
 	// reinjection, in this attempt or an earlier one of the same post.
 	Refused []store.RefusedRecipient
+	// Disabled counts the members left out because delivery to them is
+	// disabled (bounces, or an admin: store.SetDelivery).
+	Disabled int
 }
 
 // delivery is the outbound work for one post on one list.
@@ -136,6 +139,11 @@ func (d *Deliverer) distribute(ctx context.Context, dl *delivery, members *keyri
 	for _, r := range dl.res.Refused {
 		delivered[r.Address] = true
 	}
+	// Members whose delivery is disabled get nothing (docs/bounces.md).
+	disabled, err := d.opts.Store.DeliveryDisabled(ctx, p.Address)
+	if err != nil {
+		return err
+	}
 	cfg := keyring.PacketConfig(keyring.ConfigLimits(d.opts.Config), d.opts.Now)
 	var encrypted []outbound.Recipient
 	var clear []string
@@ -146,6 +154,10 @@ func (d *Deliverer) distribute(ctx context.Context, dl *delivery, members *keyri
 	sort.Strings(addrs)
 	for _, a := range addrs {
 		if delivered[a] {
+			continue
+		}
+		if disabled[a] {
+			dl.res.Disabled++
 			continue
 		}
 		e := members.Entities[members.Active[a]]
@@ -277,7 +289,13 @@ func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *out
 // is streamed to the MTA from msg (Batch.WriteTo), never copied whole.
 func (d *Deliverer) submit(ctx context.Context, dl *delivery, number int, from string, to []string, msg io.WriterTo) error {
 	list := dl.list.Address
-	res, err := d.Pool().SendEach(ctx, from, to, msg)
+	send := d.Pool().SendEach
+	if dl.list.Bounces.VERP {
+		// Each member's copy gets its own envelope sender when the
+		// listener offers XVERP (Postfix), so a bounce names its member.
+		send = d.Pool().SendEachVERP
+	}
+	res, err := send(ctx, from, to, msg)
 	if err != nil {
 		d.opts.Metrics.ReinjectError()
 		return fmt.Errorf("batch %d: %w", number, err)

@@ -31,6 +31,7 @@ type client struct {
 	text      *textproto.Conn
 	pipelined bool // the server advertised PIPELINING
 	eightBit  bool // the server advertised 8BITMIME
+	xverp     bool // the server offers XVERP (Postfix, to authorized clients)
 	used      int  // transactions begun on this connection
 	spent     bool // not to be reused
 	born      time.Time
@@ -88,6 +89,8 @@ func dial(ctx context.Context, addr string) (*client, error) {
 			c.pipelined = true
 		case "8BITMIME":
 			c.eightBit = true
+		case "XVERP":
+			c.xverp = true
 		}
 	}
 	return c, nil
@@ -171,7 +174,7 @@ const window = 4096
 // when the server pipelines (RFC 2920), then DATA and the message. The
 // error says at which stage it failed; after any error the connection
 // must be dropped.
-func (c *client) send(ctx context.Context, from string, to []string, msg io.WriterTo, perRecipient bool) (Result, error) {
+func (c *client) send(ctx context.Context, from string, to []string, msg io.WriterTo, perRecipient, verp bool) (Result, error) {
 	var res Result
 	stop := c.bound(ctx)
 	defer stop()
@@ -242,6 +245,11 @@ func (c *client) send(ctx context.Context, from string, to []string, msg io.Writ
 	mail := "MAIL FROM:<" + from + ">"
 	if c.eightBit {
 		mail += " BODY=8BITMIME"
+	}
+	if verp && c.xverp && from != "" {
+		// The delimiters bounce.ParseVERP reads, whatever the server's
+		// default_verp_delimiters.
+		mail += " XVERP=+="
 	}
 	if err := queue(mail, stage("MAIL FROM:<"+from+">", 250)); err != nil {
 		return Result{}, err

@@ -63,16 +63,25 @@ func (p *Pool) Dials() int64 { return p.dials.Load() }
 // the message streamed from msg (CRLF or LF lines; dot-stuffing and
 // line ends are done on the way).
 func (p *Pool) SendEach(ctx context.Context, from string, to []string, msg io.WriterTo) (Result, error) {
-	return p.send(ctx, from, to, msg, true)
+	return p.send(ctx, from, to, msg, true, false)
+}
+
+// SendEachVERP is SendEach asking the listener for per-recipient VERP
+// ("MAIL FROM:<from> XVERP=+=") when it offers XVERP (Postfix does to
+// its authorized_verp_clients, $mynetworks by default): each recipient's
+// copy then leaves with the envelope sender bounce.VERP(from, recipient).
+// A listener that does not offer it (Sendmail) gets the plain MAIL FROM.
+func (p *Pool) SendEachVERP(ctx context.Context, from string, to []string, msg io.WriterTo) (Result, error) {
+	return p.send(ctx, from, to, msg, true, true)
 }
 
 // Send is the package's Send over the pool's connections.
 func (p *Pool) Send(ctx context.Context, from string, to []string, msg io.WriterTo) error {
-	_, err := p.send(ctx, from, to, msg, false)
+	_, err := p.send(ctx, from, to, msg, false, false)
 	return err
 }
 
-func (p *Pool) send(ctx context.Context, from string, to []string, msg io.WriterTo, perRecipient bool) (Result, error) {
+func (p *Pool) send(ctx context.Context, from string, to []string, msg io.WriterTo, perRecipient, verp bool) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	select {
@@ -86,7 +95,7 @@ func (p *Pool) send(ctx context.Context, from string, to []string, msg io.Writer
 		if err != nil {
 			return Result{}, fmt.Errorf("reinject to %s: %w", p.addr, err)
 		}
-		res, err := c.send(ctx, from, to, msg, perRecipient)
+		res, err := c.send(ctx, from, to, msg, perRecipient, verp)
 		if err == nil {
 			p.put(c)
 			return res, nil

@@ -55,7 +55,7 @@ func submit(ctx context.Context, addr, from string, to []string, data []byte, pe
 	if err != nil {
 		return Result{}, fmt.Errorf("reinject to %s: %w", addr, err)
 	}
-	res, err := c.send(ctx, from, to, bytes.NewReader(data), perRecipient)
+	res, err := c.send(ctx, from, to, bytes.NewReader(data), perRecipient, false)
 	if err != nil {
 		c.close()
 		return Result{}, fmt.Errorf("reinject to %s: %w", addr, err)
