@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/admin"
 	"github.com/listcrypt/listcrypt/milter/workflow"
+	"github.com/listcrypt/listcrypt/policy"
 )
 
 // verb is one command of listcrypt. The table below drives parsing,
@@ -199,6 +201,30 @@ var verbs = []*verb{
 			fmt.Fprintf(c.out, "member %s removed from %s\n", c.pos[1], c.pos[0])
 			return nil
 		},
+	},
+	{
+		name: "member bounces", args: "LIST", short: "members whose copies bounced: score and delivery", min: 1, max: 1,
+		doc: []docRow{{"", "lists the bounce records of the list's members (docs/bounces.md)", "one line per member that bounced or was disabled: `ADDRESS<TAB>SCORE<TAB>BOUNCES<TAB>LAST-BOUNCE (RFC 3339, or -)<TAB>LAST-STATUS (or -)<TAB>DELIVERY` (`enabled`, or `disabled` since RFC 3339)"}},
+		run: func(c *call) error {
+			bs, err := c.admin.Bounces(c.ctx, c.pos[0])
+			if err != nil {
+				return err
+			}
+			for _, b := range bs {
+				fmt.Fprintln(c.out, bounceLine(b))
+			}
+			return nil
+		},
+	},
+	{
+		name: "member disable", args: "LIST ADDRESS", short: "stop delivery to a member (it stays a member)", min: 2, max: 2,
+		doc: []docRow{{"", "stops delivery to a member; it stays a member and may still post", "`delivery to ADDRESS on LIST disabled` (or `... was disabled already`)"}},
+		run: func(c *call) error { return setDelivery(c, false) },
+	},
+	{
+		name: "member enable", args: "LIST ADDRESS", short: "deliver to a member again and clear its bounce score", min: 2, max: 2,
+		doc: []docRow{{"", "delivers to a member again (after bounces or member disable) and clears its bounce score", "`delivery to ADDRESS on LIST enabled` (or `... was enabled already`)"}},
+		run: func(c *call) error { return setDelivery(c, true) },
 	},
 	{
 		name: "member pending", args: "LIST", short: "subscriptions and key changes waiting for a moderator", min: 1, max: 1,
@@ -557,4 +583,38 @@ func reference() string {
 		}
 	}
 	return b.String()
+}
+
+// setDelivery is "member enable" and "member disable".
+func setDelivery(c *call, enabled bool) error {
+	changed, err := c.admin.SetDelivery(c.ctx, c.pos[0], c.pos[1], enabled)
+	if err != nil {
+		return err
+	}
+	state := map[bool]string{true: "enabled", false: "disabled"}[enabled]
+	if !changed {
+		fmt.Fprintf(c.out, "delivery to %s on %s was %s already\n", policy.NormalizeAddress(c.pos[1]), policy.NormalizeAddress(c.pos[0]), state)
+		return nil
+	}
+	fmt.Fprintf(c.out, "delivery to %s on %s %s\n", policy.NormalizeAddress(c.pos[1]), policy.NormalizeAddress(c.pos[0]), state)
+	return nil
+}
+
+// bounceLine is one line of "member bounces".
+func bounceLine(b store.BounceState) string {
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	status := b.LastStatus
+	if status == "" {
+		status = "-"
+	}
+	delivery := "enabled"
+	if b.Disabled() {
+		delivery = "disabled since " + at(b.DisabledAt)
+	}
+	return fmt.Sprintf("%s\t%g\t%d\t%s\t%s\t%s", b.Address, b.Score, b.Bounces, at(b.LastBounceAt), status, delivery)
 }
