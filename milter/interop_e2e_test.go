@@ -26,6 +26,11 @@ type mtaRig interface {
 	SMTPAddr() string
 	ReinjectAddr() string
 	Sink() *rig.Sink
+	// Maillog is what the MTA logged so far.
+	Maillog() string
+	// WaitQueueEmpty returns once the MTA's queue is empty: all it took
+	// has reached the sink or bounced.
+	WaitQueueEmpty(ctx context.Context) error
 }
 
 // mtas are the MTAs the end-to-end tests run over.

@@ -74,6 +74,16 @@ func Send(addr, from string, to []string, data []byte) error {
 	return c.Quit()
 }
 
+// StageError is what Send returns for err, an error of a go-smtp client
+// at stage ("MAIL", "DATA", ...), for tests that drive their own
+// client: a refusal as *SMTPError; nil stays nil.
+func StageError(stage string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return stageError(stage, err)
+}
+
 func stageError(stage string, err error) error {
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) {
