@@ -20,3 +20,7 @@ const MilterSocket = "local:/run/listcrypt/milter.sock"
 // ReinjectPort is the port of the reinjection listener in listcrypt.mc
 // (on 127.0.0.1); the default [reinject] address is 127.0.0.1:10026.
 const ReinjectPort = 10026
+
+// ResponderUser is the user listcrypt.mc trusts (confTRUSTED_USERS) so
+// that Sendmail runs the responder of an :include: file owned by it.
+const ResponderUser = "listcrypt"

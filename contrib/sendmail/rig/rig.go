@@ -56,8 +56,17 @@ type Options struct {
 	// (one under a world-writable sticky folder such as /tmp too).
 	MilterAddr string
 	// ExtraMC is added to the rig's sendmail.mc after listcrypt.mc and
-	// before the MAILER lines.
+	// before the MAILER lines (LOCAL_DOMAIN for a domain whose addresses
+	// are aliases, for instance).
 	ExtraMC string
+	// ResponderUser replaces the listcrypt user in listcrypt.mc's
+	// confTRUSTED_USERS line ("": kept), for a test that runs the
+	// responder as another user.
+	ResponderUser string
+	// Aliases are lines added to the rig's aliases file, such as
+	// contrib/sendmail/aliases.snippet's (it is read as text at start:
+	// no newaliases).
+	Aliases string
 }
 
 // Sendmail is a running rig instance. It is stopped at the end of the test.
@@ -114,7 +123,7 @@ func Start(t testing.TB, opts Options) *Sendmail {
 		"hosts":          "127.0.0.1 " + Hostname + " localhost\n",
 		// Nothing is delivered locally (the local mailer, procmail, is
 		// not installed): postmaster and bounces go to the Sink.
-		"aliases": "postmaster: " + Postmaster + "\nMAILER-DAEMON: postmaster\nroot: postmaster\n",
+		"aliases": "postmaster: " + Postmaster + "\nMAILER-DAEMON: postmaster\nroot: postmaster\n" + opts.Aliases,
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(root, name), []byte(text), 0o644); err != nil {
@@ -132,6 +141,9 @@ func Start(t testing.TB, opts Options) *Sendmail {
 	s.reinjectAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 	_, sinkPort, _ := net.SplitHostPort(sink.Addr())
 	listcryptMC, err := snippetMC(sendmail.MC, milter, ports[1])
+	if err == nil && opts.ResponderUser != "" {
+		listcryptMC, err = responderUserMC(listcryptMC, opts.ResponderUser)
+	}
 	if err != nil {
 		t.Fatalf("sendmail rig: listcrypt.mc: %v", err)
 	}
@@ -279,6 +291,16 @@ func snippetMC(mc, milter string, port int) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+// responderUserMC returns listcrypt.mc with the user of its
+// confTRUSTED_USERS line replaced by user; the line must occur once.
+func responderUserMC(mc, user string) (string, error) {
+	line := "define(`confTRUSTED_USERS', `" + sendmail.ResponderUser + "')dnl\n"
+	if n := strings.Count(mc, line); n != 1 {
+		return "", fmt.Errorf("%d lines %q, want 1", n, strings.TrimSpace(line))
+	}
+	return strings.Replace(mc, line, "define(`confTRUSTED_USERS', `"+user+"')dnl\n", 1), nil
 }
 
 // SMTPAddr is the host:port of the MTA listener with the milter.

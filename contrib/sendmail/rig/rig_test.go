@@ -42,6 +42,17 @@ func TestListcryptMC(t *testing.T) {
 			t.Errorf("listcrypt.mc does not set %s to 0", ll)
 		}
 	}
+	// The responder's prog delivery (aliases.snippet): its user is
+	// trusted (its nologin shell would bounce the mail) and the prog
+	// mailer writes no From_ line before the header.
+	for _, want := range []string{"define(`confTRUSTED_USERS', `" + sendmail.ResponderUser + "')dnl\n", "MODIFY_MAILER_FLAGS(`SHELL', `+n')dnl\n"} {
+		if !strings.Contains(sendmail.MC, want) {
+			t.Errorf("listcrypt.mc lacks %q", want)
+		}
+	}
+	if got, err := responderUserMC(sendmail.MC, "nobody"); err != nil || !strings.Contains(got, "define(`confTRUSTED_USERS', `nobody')dnl\n") {
+		t.Errorf("responderUserMC: %v\n%s", err, got)
+	}
 	got, err := snippetMC(sendmail.MC, "inet:1234@127.0.0.1", 4321)
 	if err != nil {
 		t.Fatal(err)
