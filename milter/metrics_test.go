@@ -1,10 +1,12 @@
 package milter_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
@@ -34,6 +36,13 @@ func TestMetricsAfterPosts(t *testing.T) {
 	if r := m.send("mallory@evil.example", []string{milterfix.List}, milterfix.Build(t, milterfix.Post{From: "mallory@evil.example", SignWith: mallory, EncryptTo: list})); !r.accepted() {
 		t.Fatalf("non-member post (held): %+v", r.action)
 	}
+	// The responder counts bounce mail in the store; a member disabled.
+	if err := site.Admin.Store.CountBounceMail(context.Background(), milterfix.List, "member"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := site.Admin.Store.SetDelivery(context.Background(), milterfix.List, "bob@example.org", false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := http.Get("http://" + d.MetricsAddr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +64,8 @@ func TestMetricsAfterPosts(t *testing.T) {
 		`listcrypt_decide_duration_seconds_count{list="devs@lists.example.org"} 3`,
 		`listcrypt_deliver_duration_seconds_count{list="devs@lists.example.org"} 1`,
 		`listcrypt_holds_waiting{list="devs@lists.example.org"} 1`,
+		`listcrypt_bounce_mail_total{kind="member",list="devs@lists.example.org"} 1`,
+		`listcrypt_members_delivery_disabled{list="devs@lists.example.org"} 1`,
 		`listcrypt_milter_connections `,
 		`listcrypt_reinject_errors_total 0`,
 	} {

@@ -102,7 +102,7 @@ func (Log) TableDoc() string { return "Structured logs (log/slog) on standard er
 
 // Metrics configures the Prometheus metrics of listcrypt-milter.
 type Metrics struct {
-	Listen string `toml:"listen" doc:"HOST:PORT where listcrypt-milter serves Prometheus metrics over HTTP at /metrics (posts by list and action, SMTP replies by code, delivery batches and recipients, decision and delivery times, holds waiting, milter connections in use, reinjection errors). Empty: off. Labels carry list addresses, actions, reason words and reply codes only: never a sender's or member's address, a subject or any content. Serve it on loopback or behind the scraper's network rules: it is not authenticated."`
+	Listen string `toml:"listen" doc:"HOST:PORT where listcrypt-milter serves Prometheus metrics over HTTP at /metrics (posts by list and action, SMTP replies by code, delivery batches and recipients, decision and delivery times, holds waiting, bounce mail by kind and members disabled by bounces, milter connections in use, reinjection errors). Empty: off. Labels carry list addresses, actions, reason words and reply codes only: never a sender's or member's address, a subject or any content. Serve it on loopback or behind the scraper's network rules: it is not authenticated."`
 }
 
 // TableDoc documents the table in the reference.
