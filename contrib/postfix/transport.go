@@ -25,10 +25,14 @@ const ListRefusal = RefuseService + ":"
 
 // TransportTable returns the transport_maps lines (the format of
 // responder.transport) that route lists: each list address to
-// ListRefusal and each LIST-request@DOMAIN to the responder service.
+// ListRefusal, and each LIST-request@DOMAIN and LIST-bounces@DOMAIN (the
+// default distribute.bounce_address) to the responder service, which
+// answers commands at the one and reads bounces at the other
+// (docs/bounces.md).
 // Postfix tries the full recipient, then the recipient without its
 // address extension (recipient_delimiter), so LIST+anything@DOMAIN is
-// refused too and LIST-request+anything@DOMAIN reaches the responder.
+// refused too, and LIST-request+anything@DOMAIN and the VERP addresses
+// LIST-bounces+MEMBER@DOMAIN reach the responder.
 // Hash tables fold case: DEVS@ is devs@.
 func TransportTable(lists ...string) string {
 	var b strings.Builder
@@ -40,6 +44,7 @@ func TransportTable(lists ...string) string {
 		}
 		fmt.Fprintf(&b, "%s\t%s\n", l, ListRefusal)
 		fmt.Fprintf(&b, "%s-request@%s\t%s:\n", local, domain, ResponderService)
+		fmt.Fprintf(&b, "%s-bounces@%s\t%s:\n", local, domain, ResponderService)
 	}
 	return b.String()
 }
