@@ -114,7 +114,9 @@ func mainCF(t *testing.T, text string) map[string]string {
 	return out
 }
 
-func startRig(t *testing.T, mta string) *rigSite {
+// startRig starts the site and mta; setup runs on the site before its
+// files are handed to the unprivileged user (members, policy edits).
+func startRig(t *testing.T, mta string, setup ...func(*milterfix.Site)) *rigSite {
 	t.Helper()
 	if mta == "sendmail" {
 		smrig.Require(t)
@@ -140,6 +142,9 @@ func startRig(t *testing.T, mta string) *rigSite {
 	pol = bytes.Replace(pol, []byte("max_replies_per_address = 5"), []byte("max_replies_per_address = 50"), 1)
 	if err := os.WriteFile(pfile, pol, 0o644); err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(site)
 	}
 
 	// The MTA runs a copy of this test binary as the unprivileged user,
@@ -218,6 +223,9 @@ func startPostfix(t *testing.T, site *milterfix.Site, dir, bin string) *rig.Post
 		"argv=/usr/local/bin/listcrypt-responder", "argv=/usr/bin/env "+envMain+"=1 "+bin,
 		"/etc/listcrypt/listcrypt.toml", site.Config.File)
 	extra := mainCF(t, snippet(t, "responder.main.cf.snippet", "/etc/postfix/listcrypt-transport", transport))
+	// As Debian's main.cf: VERP bounce addresses (LIST-bounces+MEMBER@)
+	// then find the LIST-bounces@ line of the transport table.
+	extra["recipient_delimiter"] = "+"
 	return rig.Start(t, rig.Options{MilterAddr: site.Config.Milter.Listen, ExtraMain: extra, ExtraMaster: "\n" + master})
 }
 
@@ -231,17 +239,21 @@ func startPostfix(t *testing.T, site *milterfix.Site, dir, bin string) *rig.Post
 // which the rig does not touch.
 func startSendmail(t *testing.T, site *milterfix.Site, dir, bin string, uid, gid int) *smrig.Sendmail {
 	t.Helper()
-	include := filepath.Join(dir, "devs-request.include")
-	text := snippet(t, "sendmail/devs-request.include",
-		"/usr/local/bin/listcrypt-responder", "/usr/bin/env "+envMain+"=1 "+bin,
-		"/etc/listcrypt/listcrypt.toml", site.Config.File)
-	if err := os.WriteFile(include, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
+	var repl []string
+	for _, name := range []string{"devs-request.include", "devs-bounces.include"} {
+		include := filepath.Join(dir, name)
+		text := snippet(t, "sendmail/"+name,
+			"/usr/local/bin/listcrypt-responder", "/usr/bin/env "+envMain+"=1 "+bin,
+			"/etc/listcrypt/listcrypt.toml", site.Config.File)
+		if err := os.WriteFile(include, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(include, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		repl = append(repl, "/etc/listcrypt/sendmail/"+name, include)
 	}
-	if err := os.Lchown(include, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	aliases := snippet(t, "sendmail/aliases.snippet", "/etc/listcrypt/sendmail/devs-request.include", include)
+	aliases := snippet(t, "sendmail/aliases.snippet", repl...)
 	// The list address must be a local name too, or Sendmail refuses it
 	// at RCPT TO (550 User unknown) before the milter sees the post.
 	// contrib/sendmail ships no route for it yet; here it goes to the

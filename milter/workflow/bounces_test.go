@@ -288,3 +288,19 @@ func decrypted(t *testing.T, data []byte, key *openpgp.Entity) []byte {
 	}
 	return res.Plaintext
 }
+
+// An mbox envelope line before the header (Sendmail's prog mailer
+// without F=n) is no header: the mail is read as if it were not there.
+func TestEnvelopeLineBeforeHeader(t *testing.T) {
+	e := newEnv(t, nil)
+	e.site.AddMember(t, bobAddr)
+	msg := append([]byte("From bob@example.org  Thu Dec  3 18:00:00 2026\n"), wftest.Mail(bobAddr, request, "help", "help")...)
+	if out := e.handleAt(msg, request); out.Command != "help" || out.Result != "done" {
+		t.Fatalf("command behind an envelope line: %+v", out)
+	}
+	verp := "devs-bounces+bob=example.org@lists.example.org"
+	msg = append([]byte("From MAILER-DAEMON  Thu Dec  3 18:00:00 2026\r\n"), dsnMail(verp, bobAddr, "5.1.1")...)
+	if out := e.handleAt(msg, verp); out.Result != "counted" {
+		t.Fatalf("bounce behind an envelope line: %+v", out)
+	}
+}

@@ -176,10 +176,24 @@ func (r *Responder) Handle(ctx context.Context, msg []byte, recipient string) (*
 	return out, err
 }
 
+// withoutEnvelopeLine drops an mbox envelope line ("From sender date"),
+// which Sendmail's prog mailer and procmail-style deliveries put before
+// the header: it is no header field.
+func withoutEnvelopeLine(msg []byte) []byte {
+	if !bytes.HasPrefix(msg, []byte("From ")) {
+		return msg
+	}
+	if i := bytes.IndexByte(msg, '\n'); i >= 0 {
+		return msg[i+1:]
+	}
+	return msg
+}
+
 // maxHeader bounds the top-level header of a command mail.
 const maxHeader = 256 << 10
 
 func (r *Responder) handle(ctx context.Context, msg []byte, recipient string, out *Outcome) error {
+	msg = withoutEnvelopeLine(msg)
 	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(bytes.NewReader(msg), maxHeader)))
 	if p, verp := r.findBounce(recipient, h); p != nil {
 		// Whatever arrives at a bounce address, garbage included, is

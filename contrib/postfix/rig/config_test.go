@@ -82,7 +82,7 @@ func TestMasterCFReinjectExtra(t *testing.T) {
 		switch {
 		case strings.TrimSpace(l) == extra:
 			at = i
-		case strings.HasPrefix(strings.TrimSpace(l), "-o smtpd_sasl_auth_enable=no"):
+		case strings.HasPrefix(strings.TrimSpace(l), "-o smtpd_authorized_verp_clients="):
 			last = i
 		}
 	}

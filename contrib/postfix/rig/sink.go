@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,8 @@ type Sink struct {
 	mu      sync.Mutex
 	msgs    []Delivered
 	arrived chan struct{} // closed and replaced on every new message
+	refuse  map[string]*smtp.SMTPError
+	refused []string
 }
 
 // NewSink starts a Sink on 127.0.0.1 (a free port) and stops it at the end
@@ -127,8 +130,41 @@ func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.sink.mu.Lock()
+	refusal := ss.sink.refuse[strings.ToLower(to)]
+	if refusal != nil {
+		ss.sink.refused = append(ss.sink.refused, to)
+	}
+	ss.sink.mu.Unlock()
+	if refusal != nil {
+		return refusal
+	}
 	ss.to = append(ss.to, to)
 	return nil
+}
+
+// Refuse makes the sink answer RCPT TO:<addr> (any case) with err from
+// now on, as a mailbox that is gone does: e.g. &smtp.SMTPError{Code: 550,
+// EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "mailbox gone"}. A
+// nil err accepts addr again.
+func (s *Sink) Refuse(addr string, err *smtp.SMTPError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refuse == nil {
+		s.refuse = map[string]*smtp.SMTPError{}
+	}
+	if err == nil {
+		delete(s.refuse, strings.ToLower(addr))
+		return
+	}
+	s.refuse[strings.ToLower(addr)] = err
+}
+
+// Refused returns the recipients refused so far (Refuse), in order.
+func (s *Sink) Refused() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.refused...)
 }
 
 func (ss *sinkSession) Data(r io.Reader) error {
