@@ -41,6 +41,7 @@ import (
 //	LISTCRYPT_BENCH_MEMBERS      list sizes N (default 100,1000,10000)
 //	LISTCRYPT_BENCH_CONNECTIONS  [reinject] connections (default: the config default, 2)
 //	LISTCRYPT_BENCH_BATCH        distribute.batch_size (default: the policy default)
+//	LISTCRYPT_BENCH_VERP         non-empty: [bounces] verp = true (XVERP, docs/bounces.md)
 //	LISTCRYPT_BENCH_BIG_POSTS    posts timed at N >= 10,000 (default 3)
 //	LISTCRYPT_BENCH_CPUPROFILE   run the milter in the test process and
 //	                             write a CPU profile of the timed posts here
@@ -247,9 +248,14 @@ func benchPostThroughPostfix(b *testing.B, n, conns, batch int) {
 	}
 	site := milterfix.New(b, milterfix.Options{})
 	list := "bench@lists.example.org"
-	if batch > 0 {
+	if verp := os.Getenv("LISTCRYPT_BENCH_VERP") != ""; batch > 0 || verp {
 		pol := policy.Template(list, "owner@example.org")
-		pol = regexp.MustCompile(`(?m)^batch_size = \d+$`).ReplaceAllString(pol, fmt.Sprintf("batch_size = %d", batch))
+		if batch > 0 {
+			pol = regexp.MustCompile(`(?m)^batch_size = \d+$`).ReplaceAllString(pol, fmt.Sprintf("batch_size = %d", batch))
+		}
+		if verp {
+			pol += "\n[bounces]\nverp = true\n"
+		}
 		if err := os.WriteFile(filepath.Join(site.Config.PolicyDir, list+".toml"), []byte(pol), 0o644); err != nil {
 			b.Fatal(err)
 		}
@@ -515,7 +521,7 @@ func waitCopiesTB(t testing.TB, sink *rig.Sink, bounce string, want int) time.Ti
 		total := 0
 		var last time.Time
 		for _, m := range sink.Messages() {
-			if m.From != bounce {
+			if m.From != bounce && !isVERP(m.From, bounce) {
 				continue
 			}
 			total += len(m.To)
@@ -632,4 +638,11 @@ func BenchmarkPostfixFloor(b *testing.B) {
 			}
 		}
 	}
+}
+
+// isVERP reports whether from is bounce with a VERP extension
+// (LIST-bounces+MEMBER@DOMAIN, [bounces] verp).
+func isVERP(from, bounce string) bool {
+	local, domain, _ := strings.Cut(bounce, "@")
+	return strings.HasPrefix(from, local+"+") && strings.HasSuffix(from, "@"+domain)
 }
