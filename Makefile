@@ -31,7 +31,7 @@ testdeps:
 # fuzz target briefly. As root on a fresh Debian machine it first
 # installs what it needs.
 test: testdeps vet
-	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
+	GO=$(GO) LOG=$(BIN)/test.log bash contrib/testrun.sh
 	$(GO) test -count=1 -run 'Memory' ./keyring/  # memory bounds, without the race detector's overhead
 	$(MAKE) fuzz-short FUZZTIME=10s
 
