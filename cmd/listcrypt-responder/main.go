@@ -4,6 +4,16 @@
 // contrib/sendmail). The commands and replies are in docs/responder.md.
 //
 //	listcrypt-responder [-c CONFIG] [--recipient ADDRESS]
+//	listcrypt-responder --refuse
+//
+// With --refuse it is the route of a list address itself on Sendmail
+// (contrib/sendmail/devs.include; Postfix's is the listcrypt-refuse pipe
+// service): it reads the message to the end without keeping it, writes
+// the refusal (postfix.RefusalText) to standard error, which Sendmail
+// puts in the bounce, and exits 77 (EX_NOPERM), a permanent failure. It
+// opens no config, store or file: listcrypt takes the list address out
+// of every post it handles, so mail that still reaches it went around
+// the milter and must never be delivered in clear.
 //
 // Exit status per sysexits.h: 0 answered (or deliberately ignored), 65
 // (EX_DATAERR) a message it cannot parse, 67 (EX_NOUSER) no list has this
@@ -20,6 +30,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/listcrypt/listcrypt/contrib/postfix"
 	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/milter/workflow"
 	"github.com/listcrypt/listcrypt/policy/config"
@@ -27,6 +38,13 @@ import (
 
 // timeout bounds one command mail, reply submission included.
 const timeout = 5 * time.Minute
+
+// exitNoPerm is sysexits.h's EX_NOPERM: Sendmail and Postfix bounce the
+// mail for good.
+const exitNoPerm = 77
+
+// refuseReadMax bounds what --refuse reads (and discards) of a message.
+const refuseReadMax = 1 << 32
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stderr))
@@ -41,8 +59,12 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	cfgPath := fs.String("c", config.DefaultPath, "site config file")
 	recipient := fs.String("recipient", "", "the LIST-request address the MTA delivered to (Postfix: ${recipient})")
+	refuseMail := fs.Bool("refuse", false, "bounce the message (the route of a list address itself)")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
-		return fail(workflow.ExitTempFail, "usage: listcrypt-responder [-c CONFIG] [--recipient ADDRESS] < message")
+		return fail(workflow.ExitTempFail, "usage: listcrypt-responder [-c CONFIG] [--recipient ADDRESS] < message\n       listcrypt-responder --refuse < message")
+	}
+	if *refuseMail {
+		return refuse(stdin, stderr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -67,4 +89,13 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 		return fail(workflow.ExitCode(err), "%v", err)
 	}
 	return workflow.ExitOK
+}
+
+// refuse reads the message to its end (up to refuseReadMax bytes, kept
+// nowhere, so that the MTA never sees a broken pipe), writes the refusal
+// for the bounce and returns EX_NOPERM.
+func refuse(stdin io.Reader, stderr io.Writer) int {
+	_, _ = io.CopyN(io.Discard, stdin, refuseReadMax)
+	fmt.Fprintln(stderr, postfix.RefusalText)
+	return exitNoPerm
 }

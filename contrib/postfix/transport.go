@@ -20,6 +20,13 @@ const ResponderService = "listcrypt-responder"
 // post.
 const RefuseService = "listcrypt-refuse"
 
+// RefusalText is what mail reaching a list address itself bounces with:
+// the command output of RefuseService (master.cf.snippet echoes exactly
+// this line) and of "listcrypt-responder --refuse", the Sendmail route of
+// a list address (contrib/sendmail/devs.include). It starts with the
+// enhanced status code, which Postfix's pipe(8) takes for the DSN.
+const RefusalText = "5.7.1 this list takes mail only at its own address, through listcrypt; aliases and forwards to it are refused"
+
 // ListRefusal is the transport_maps value of a list address.
 const ListRefusal = RefuseService + ":"
 

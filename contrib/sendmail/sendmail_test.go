@@ -19,10 +19,18 @@ import (
 	"github.com/listcrypt/listcrypt/milter/workflow/wftest"
 )
 
-// progLine returns the argv of the include file's "|program" line.
+// progLine returns the argv of the request include file's "|program"
+// line.
 func progLine(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile("devs-request.include")
+	return includeArgv(t, "devs-request.include")
+}
+
+// includeArgv returns the argv of the "|program" line of include file
+// name.
+func includeArgv(t *testing.T, name string) []string {
+	t.Helper()
+	b, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,5 +121,31 @@ func TestIncludeRunsResponder(t *testing.T) {
 	}
 	if got, err = sink.Wait(ctx, 3); err != nil {
 		t.Fatalf("the waiting reply and the new one: %v (%d delivered)", err, len(got))
+	}
+}
+
+// The list address's route: its alias includes devs.include, whose one
+// line runs the responder with --refuse (no shell syntax: smrsh), so
+// whatever reaches the list address bounces (cmd/listcrypt-responder's
+// TestRefuse and TestListAddressRefusedThroughSendmail).
+func TestListAddressInclude(t *testing.T) {
+	if argv := includeArgv(t, "devs.include"); strings.Join(argv, " ") != "/usr/local/bin/listcrypt-responder --refuse" {
+		t.Fatalf("devs.include runs %q", argv)
+	}
+	b, err := os.ReadFile("aliases.snippet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"\ndevs: :include:/etc/listcrypt/sendmail/devs.include\n",
+		"\ndevs-request: :include:/etc/listcrypt/sendmail/devs-request.include\n",
+		"\ndevs-bounces: :include:/etc/listcrypt/sendmail/devs-bounces.include\n",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("aliases.snippet lacks %q", strings.TrimSpace(want))
+		}
+	}
+	if strings.Contains(string(b), "\nowner-devs:") {
+		t.Error("aliases.snippet defines owner-devs: the list address's bounces would go there, not to the sender")
 	}
 }
