@@ -2,8 +2,8 @@ package keyring
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
+	"strings"
 	"sync"
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
@@ -13,37 +13,24 @@ import (
 
 // Cache keeps what the milter needs per list in memory: the list key with
 // its secret parts opened (the passphrase's S2K work is paid once), and
-// the members with their parsed keys. Every lookup asks the store for the
-// list's keys version (one cheap query), so a change made by the CLI, the
-// responder or another milter host on the same PostgreSQL is seen on the
-// next post.
+// the active members with their keys as the store holds them
+// (StoredKey: the bytes, parsed only when used; issue 9). Every lookup
+// asks the store for the list's keys version (one cheap query), so a
+// change made by the CLI, the responder or another milter host on the
+// same PostgreSQL is seen on the next post.
 type Cache struct {
 	st         *store.Store
 	passphrase []byte
-	limits     Limits
+	limits     *Limits // shared by the cache's stored keys
 
 	mu      sync.Mutex
-	listKey map[string]*openedKey     // list address -> opened list key
-	members map[string]*MemberSet     // list address -> members at a version
-	parsed  map[parsedName]*parsedKey // list and fingerprint -> parsed member key
+	listKey map[string]*openedKey // list address -> opened list key
+	members map[string]*MemberSet // list address -> members at a version
 }
 
 type openedKey struct {
 	fingerprint string
 	entity      *openpgp.Entity
-}
-
-// parsedName names a parsed member key: parsed keys are per list, as
-// go-crypto mutates an Entity while using it and the milter serialises
-// work per list, not per key.
-type parsedName struct{ list, fingerprint string }
-
-// parsedKey is a member key parsed and compacted (compactEntity), with
-// the digest of the stored bytes it was parsed from (to notice a changed
-// key under the same fingerprint without keeping the bytes).
-type parsedKey struct {
-	digest [sha256.Size]byte
-	entity *openpgp.Entity
 }
 
 // MemberSet is a list's active members at one keys version.
@@ -53,17 +40,16 @@ type MemberSet struct {
 	Active map[string]string
 	// Ring holds the active members' keys for signature verification.
 	Ring *MemberKeyRing
-	// Entities maps fingerprints to parsed keys (for encryption later).
-	Entities map[string]*openpgp.Entity
+	// Keys maps fingerprints to the members' keys (for encryption).
+	Keys map[string]*StoredKey
 }
 
 // NewCache returns a cache over st; passphrase opens list secret keys.
 func NewCache(st *store.Store, passphrase []byte, l Limits) *Cache {
 	return &Cache{
-		st: st, passphrase: passphrase, limits: l,
+		st: st, passphrase: passphrase, limits: &l,
 		listKey: map[string]*openedKey{},
 		members: map[string]*MemberSet{},
-		parsed:  map[parsedName]*parsedKey{},
 	}
 }
 
@@ -116,57 +102,78 @@ func (c *Cache) Members(ctx context.Context, list string) (*MemberSet, error) {
 	return ms, nil
 }
 
-// build parses the active members' keys into a MemberSet at version v.
+// build makes the MemberSet of the list's active members at version v.
+// Nothing is parsed. A key whose bytes are those of the list's previous
+// set carries over the encryption key choice it remembers; a key changed
+// under the same fingerprint is read again when it is used.
+//
+// What the set keeps is copied out of the store's rows into a few large
+// blocks (the keys, their bytes, the addresses and fingerprints): the
+// rows are garbage once the set is made, and objects left behind one by
+// one among them would keep most of their memory pages in use (issue 9).
 func (c *Cache) build(list string, v int64, members []store.Member) (*MemberSet, error) {
-	n := 0
+	n, nbytes, nstr := 0, 0, 0
 	for _, m := range members {
-		if m.State == "active" && len(m.PublicKey) > 0 {
+		if m.State == store.MemberActive && len(m.PublicKey) > 0 {
 			n++
+			nbytes += len(m.PublicKey)
+			nstr += len(m.Address) + len(m.Fingerprint)
 		}
 	}
-	ms := &MemberSet{Version: v, Active: make(map[string]string, n), Entities: make(map[string]*openpgp.Entity, n)}
-	reg := make([]RegisteredKey, 0, n)
+	c.mu.Lock()
+	prev := c.members[list]
+	c.mu.Unlock()
+	ms := &MemberSet{Version: v, Active: make(map[string]string, n), Keys: make(map[string]*StoredKey, n)}
+	keys := make([]StoredKey, 0, n)
+	bins := make([]byte, 0, nbytes)
+	var sb strings.Builder
+	sb.Grow(nstr)
 	for _, m := range members {
-		if m.State != "active" || len(m.PublicKey) == 0 {
+		if m.State == store.MemberActive && len(m.PublicKey) > 0 {
+			sb.WriteString(m.Address)
+			sb.WriteString(m.Fingerprint)
+		}
+	}
+	strs := sb.String()
+	entries := make([]ringEntry, 0, n)
+	for _, m := range members {
+		if m.State != store.MemberActive || len(m.PublicKey) == 0 {
 			continue
 		}
-		e, err := c.parse(parsedName{list, m.Fingerprint}, m.PublicKey)
-		if err != nil {
-			return nil, fmt.Errorf("key of %s on %s: %w", m.Address, list, err)
-		}
-		ms.Active[m.Address] = m.Fingerprint
-		ms.Entities[m.Fingerprint] = e
-		reg = append(reg, RegisteredKey{Address: m.Address, Fingerprint: m.Fingerprint, Entity: e})
-	}
-	ms.Ring = NewMemberKeyRing(reg)
-	// Forget the parsed keys of the list that are no longer its members'.
-	c.mu.Lock()
-	for k := range c.parsed {
-		if k.list == list {
-			if _, ok := ms.Entities[k.fingerprint]; !ok {
-				delete(c.parsed, k)
+		addr := strs[:len(m.Address)]
+		fpr := strs[len(m.Address) : len(m.Address)+len(m.Fingerprint)]
+		strs = strs[len(m.Address)+len(m.Fingerprint):]
+		// A key registered for several addresses is stored once for each
+		// (with that address's user IDs only): the first is the key's.
+		k := ms.Keys[fpr]
+		if k == nil {
+			start := len(bins)
+			bins = append(bins, m.PublicKey...)
+			keys = append(keys, StoredKey{fingerprint: fpr, bin: bins[start:len(bins):len(bins)], limits: c.limits})
+			k = &keys[len(keys)-1]
+			if prev != nil {
+				if old := prev.Keys[fpr]; old != nil && old.sameBytes(m.PublicKey) {
+					k.res = old.remembered()
+				}
 			}
 		}
+		ids := m.KeyIDs
+		if len(ids) == 0 {
+			// The store names every key's IDs; should a row lack them,
+			// the key itself does.
+			e, err := k.Entity()
+			if err != nil {
+				return nil, fmt.Errorf("key of %s on %s: %w", m.Address, list, err)
+			}
+			ids = []uint64{e.PrimaryKey.KeyId}
+			for _, sk := range e.Subkeys {
+				ids = append(ids, sk.PublicKey.KeyId)
+			}
+		}
+		ms.Active[addr] = fpr
+		ms.Keys[fpr] = k
+		entries = append(entries, ringEntry{address: addr, key: k, keyIDs: ids})
 	}
-	c.mu.Unlock()
+	ms.Ring = newRing(entries)
 	return ms, nil
-}
-
-func (c *Cache) parse(key parsedName, bin []byte) (*openpgp.Entity, error) {
-	digest := sha256.Sum256(bin)
-	c.mu.Lock()
-	p := c.parsed[key]
-	c.mu.Unlock()
-	if p != nil && p.digest == digest {
-		return p.entity, nil
-	}
-	e, err := ParseStoredKey(bin, c.limits)
-	if err != nil {
-		return nil, err
-	}
-	compactEntity(e, PacketConfig(c.limits, nil))
-	c.mu.Lock()
-	c.parsed[key] = &parsedKey{digest: digest, entity: e}
-	c.mu.Unlock()
-	return e, nil
 }

@@ -474,14 +474,18 @@ type RegisteredKey struct {
 // MemberKeyRing is the set of registered member keys, for verifying the
 // signature on a post (it implements go-crypto v2's openpgp.KeyRing) and
 // for finding which member addresses registered the signing key. It is
-// immutable after NewMemberKeyRing and safe for concurrent use.
+// immutable after it is made and safe for concurrent use.
+//
+// The member cache's rings hold stored keys (StoredKey): a key is parsed
+// from its bytes when a signature names it, afresh for each lookup (a
+// post asks for one or two), and no parsed key stays resident (issue 9).
 type MemberKeyRing struct {
-	entities []*openpgp.Entity // one per fingerprint
+	keys []*StoredKey // one per fingerprint
 	// byKeyID maps primary and subkey IDs to the first key with that ID;
 	// moreByKeyID holds the others (key IDs rarely collide). One entry
 	// each keeps the ring small at 10,000 members (issue 9).
-	byKeyID     map[uint64]*openpgp.Entity
-	moreByKeyID map[uint64][]*openpgp.Entity
+	byKeyID     map[uint64]*StoredKey
+	moreByKeyID map[uint64][]*StoredKey
 	// addresses maps a fingerprint to the first address that registered
 	// it; moreAddresses to the others.
 	addresses     map[string]string
@@ -490,37 +494,59 @@ type MemberKeyRing struct {
 
 var _ openpgp.KeyRing = (*MemberKeyRing)(nil)
 
+// ringEntry is one registered key for newRing: the address, the key and
+// the IDs of its primary key and subkeys.
+type ringEntry struct {
+	address string
+	key     *StoredKey
+	keyIDs  []uint64
+}
+
 // NewMemberKeyRing builds a ring from registered keys. Several addresses
 // may register the same key; entries without an entity are skipped.
 func NewMemberKeyRing(members []RegisteredKey) *MemberKeyRing {
-	r := &MemberKeyRing{
-		byKeyID:   make(map[uint64]*openpgp.Entity, 2*len(members)),
-		addresses: make(map[string]string, len(members)),
-	}
-	addID := func(id uint64, e *openpgp.Entity) {
-		if _, ok := r.byKeyID[id]; !ok {
-			r.byKeyID[id] = e
-			return
-		}
-		if r.moreByKeyID == nil {
-			r.moreByKeyID = map[uint64][]*openpgp.Entity{}
-		}
-		r.moreByKeyID[id] = append(r.moreByKeyID[id], e)
-	}
+	entries := make([]ringEntry, 0, len(members))
 	for _, m := range members {
 		if m.Entity == nil || m.Entity.PrimaryKey == nil {
 			continue
 		}
-		fpr := Fingerprint(m.Entity)
-		addr := strings.ToLower(strings.TrimSpace(m.Address))
+		ids := []uint64{m.Entity.PrimaryKey.KeyId}
+		for _, sk := range m.Entity.Subkeys {
+			ids = append(ids, sk.PublicKey.KeyId)
+		}
+		entries = append(entries, ringEntry{address: m.Address, key: EntityKey(m.Entity), keyIDs: ids})
+	}
+	return newRing(entries)
+}
+
+// newRing builds a ring from keys with their key IDs.
+func newRing(entries []ringEntry) *MemberKeyRing {
+	r := &MemberKeyRing{
+		byKeyID:   make(map[uint64]*StoredKey, 2*len(entries)),
+		addresses: make(map[string]string, len(entries)),
+	}
+	addID := func(id uint64, k *StoredKey) {
+		first, ok := r.byKeyID[id]
+		if !ok {
+			r.byKeyID[id] = k
+			return
+		}
+		if first == k || slices.Contains(r.moreByKeyID[id], k) {
+			return
+		}
+		if r.moreByKeyID == nil {
+			r.moreByKeyID = map[uint64][]*StoredKey{}
+		}
+		r.moreByKeyID[id] = append(r.moreByKeyID[id], k)
+	}
+	for _, m := range entries {
+		fpr := m.key.fingerprint
+		addr := strings.ToLower(strings.TrimSpace(m.address))
 		first, seen := r.addresses[fpr]
 		if !seen {
-			r.entities = append(r.entities, m.Entity)
-			addID(m.Entity.PrimaryKey.KeyId, m.Entity)
-			for _, sk := range m.Entity.Subkeys {
-				if sk.PublicKey.KeyId != m.Entity.PrimaryKey.KeyId {
-					addID(sk.PublicKey.KeyId, m.Entity)
-				}
+			r.keys = append(r.keys, m.key)
+			for _, id := range m.keyIDs {
+				addID(id, m.key)
 			}
 			r.addresses[fpr] = addr
 			continue
@@ -540,32 +566,45 @@ func NewMemberKeyRing(members []RegisteredKey) *MemberKeyRing {
 	return r
 }
 
-// byID returns the keys with a primary key or subkey with key ID id.
-func (r *MemberKeyRing) byID(id uint64) []*openpgp.Entity {
-	e, ok := r.byKeyID[id]
+// byID returns the keys with a primary key or subkey with key ID id. Id 0
+// (a signature that names no key) gives the ring's first key only:
+// go-crypto tries the first key it is given and no other, and parsing
+// every member's key for it would let any sender make the milter parse
+// the whole list.
+func (r *MemberKeyRing) byID(id uint64) []*StoredKey {
+	if id == 0 {
+		if len(r.keys) == 0 {
+			return nil
+		}
+		return r.keys[:1]
+	}
+	k, ok := r.byKeyID[id]
 	if !ok {
 		return nil
 	}
-	return append([]*openpgp.Entity{e}, r.moreByKeyID[id]...)
+	return append([]*StoredKey{k}, r.moreByKeyID[id]...)
 }
 
 // KeysById implements openpgp.KeyRing: the primary keys and subkeys with
-// key ID id (id 0 means every key). Like openpgp.EntityList it does not
-// validate the keys; go-crypto's verification does.
+// key ID id (for id 0, those of the first key: see byID). Like
+// openpgp.EntityList it does not validate the keys; go-crypto's
+// verification does.
 func (r *MemberKeyRing) KeysById(id uint64) []openpgp.Key {
-	if id == 0 {
-		return openpgp.EntityList(r.entities).KeysById(id)
-	}
-	return openpgp.EntityList(r.byID(id)).KeysById(id)
+	return openpgp.EntityList(r.EntitiesById(id)).KeysById(id)
 }
 
 // EntitiesById implements openpgp.KeyRing: the keys that contain a primary
-// key or subkey with key ID id (id 0 means every key).
+// key or subkey with key ID id (for id 0, the first key: see byID), each
+// parsed afresh. A stored key that no longer parses is left out (it was
+// checked when it was registered).
 func (r *MemberKeyRing) EntitiesById(id uint64) []*openpgp.Entity {
-	if id == 0 {
-		return append([]*openpgp.Entity(nil), r.entities...)
+	var out []*openpgp.Entity
+	for _, k := range r.byID(id) {
+		if e, err := k.Entity(); err == nil {
+			out = append(out, e)
+		}
 	}
-	return r.byID(id)
+	return out
 }
 
 // AddressesOf returns the member addresses (lower-cased) that registered

@@ -388,12 +388,8 @@ func (srv *Server) decide(ctx context.Context, p *policy.Policy, msg []byte, ex 
 
 // memberKey reports whether fpr is an active member's key.
 func memberKey(m *keyring.MemberSet, fpr string) bool {
-	for _, f := range m.Active {
-		if f == fpr {
-			return true
-		}
-	}
-	return false
+	_, ok := m.Keys[fpr]
+	return ok
 }
 
 // signedFromProblem refuses a post whose signed bytes carry a From that

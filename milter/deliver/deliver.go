@@ -160,7 +160,7 @@ func (d *Deliverer) distribute(ctx context.Context, dl *delivery, members *keyri
 			dl.res.Disabled++
 			continue
 		}
-		e := members.Entities[members.Active[a]]
+		e := members.Keys[members.Active[a]]
 		keyErr := d.keyCache.CanEncrypt(e, now, cfg)
 		switch {
 		case keyErr == nil && p.Distribute.Encrypt != "never":

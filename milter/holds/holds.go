@@ -304,8 +304,12 @@ func (nf *Notifier) sendNotices(ctx context.Context, p *policy.Policy, to []stri
 		addr = policy.NormalizeAddress(addr)
 		var key *openpgp.Entity
 		if fpr, ok := members.Active[addr]; ok {
-			if e := members.Entities[fpr]; e != nil && nf.opts.KeyCache.CanEncrypt(e, now, cfg) == nil {
-				key = e
+			if k := members.Keys[fpr]; k != nil && nf.opts.KeyCache.CanEncrypt(k, now, cfg) == nil {
+				// Parsed for this notice only (go-crypto's writer
+				// encrypts to it): a few per hold.
+				if key, err = k.Entity(); err != nil {
+					return n, err
+				}
 			}
 		}
 		if key != nil && listKey == nil {

@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/listcrypt/listcrypt/keyring"
 )
 
 // suite is what the encrypted data packet of a batch is made with.
@@ -81,7 +80,7 @@ func (p *Prepared) encrypt(s suite, v *variant) error {
 // member is a recipient with its encryption key and preferences resolved.
 type member struct {
 	addr    string
-	pub     *packet.PublicKey
+	key     keyring.EncryptionKey // parsed (PublicKey) when its key packet is made
 	seipdv2 bool
 	ciphers []uint8
 	suites  [][2]uint8
@@ -89,70 +88,16 @@ type member struct {
 
 // resolve finds r's encryption key (RFC 9580 §5.2.3.29 key flags) valid
 // at the post's time, and what its primary self-signature advertises,
-// through Params.KeyCache when there is one.
+// as the key remembers it (keyring.StoredKey.EncryptionKey).
 func (p *Prepared) resolve(r Recipient) (member, error) {
-	if r.Key == nil || r.Key.PrimaryKey == nil {
+	if r.Key == nil {
 		return member{}, fmt.Errorf("outbound: recipient %s: no key", r.Address)
 	}
-	m, err := p.p.KeyCache.resolve(r.Key, p.cfg.Now(), p.cfg)
+	k, err := r.Key.EncryptionKey(p.cfg.Now(), p.cfg)
 	if err != nil {
 		return member{}, fmt.Errorf("outbound: recipient %s: %w", r.Address, err)
 	}
-	m.addr = r.Address
-	return m, nil
-}
-
-// resolve is the cached key selection (c may be nil: no cache).
-func (c *KeyCache) resolve(e *openpgp.Entity, now time.Time, cfg *packet.Config) (member, error) {
-	if m, ok := c.get(e, now); ok {
-		return m, nil
-	}
-	// go-crypto records verification results in the Entity's signature
-	// packets while it selects a key: not safe for concurrent use of one
-	// Entity (the member cache shares them between sessions, and a list
-	// may give one key to several addresses).
-	mu := entityLock(e)
-	mu.Lock()
-	defer mu.Unlock()
-	k, err := e.EncryptionKeyWithError(now, cfg)
-	if err != nil {
-		return member{}, fmt.Errorf("key %X cannot encrypt: %w", e.PrimaryKey.Fingerprint, err)
-	}
-	sig := k.PrimarySelfSignature
-	if sig == nil {
-		return member{}, fmt.Errorf("key %X has no valid self-signature", e.PrimaryKey.Fingerprint)
-	}
-	m := member{
-		pub:     k.PublicKey,
-		seipdv2: sig.SEIPDv2,
-		ciphers: sig.PreferredSymmetric,
-		suites:  sig.PreferredCipherSuites,
-	}
-	c.put(e, m, now, k)
-	return m, nil
-}
-
-// CanEncrypt reports why key e cannot encrypt at now (nil: it can). The
-// answer is cached like the key selection Batches makes, so expanding a
-// list costs no signature checks for keys seen before.
-func (c *KeyCache) CanEncrypt(e *openpgp.Entity, now time.Time, cfg *packet.Config) error {
-	if e == nil || e.PrimaryKey == nil {
-		return errors.New("no key")
-	}
-	_, err := c.resolve(e, now, cfg)
-	return err
-}
-
-// entityLocks serialise go-crypto's key selection per Entity (striped by
-// fingerprint).
-var entityLocks [64]sync.Mutex
-
-func entityLock(e *openpgp.Entity) *sync.Mutex {
-	var h byte
-	if fp := e.PrimaryKey.Fingerprint; len(fp) > 0 {
-		h = fp[len(fp)-1]
-	}
-	return &entityLocks[int(h)%len(entityLocks)]
+	return member{addr: r.Address, key: k, seipdv2: k.SEIPDv2, ciphers: k.Ciphers, suites: k.Suites}, nil
 }
 
 // chooseSuite picks the data packet for a batch as go-crypto's own
@@ -377,7 +322,7 @@ func (p *Prepared) Stream(recipients []Recipient) (*BatchStream, error) {
 	n := len(recipients)
 	members := make([]member, n)
 	chunk := max(1, (n+p.p.Workers*4-1)/(p.p.Workers*4))
-	// Resolve keys (cheap once go-crypto has cached the key's validity).
+	// Resolve keys (cheap while each key's remembered choice holds).
 	g, _ := errgroup.WithContext(context.Background())
 	g.SetLimit(p.p.Workers)
 	for lo := 0; lo < n; lo += chunk {
@@ -477,7 +422,11 @@ func (s *BatchStream) work() {
 			for j := u.lo; j < u.hi; j++ {
 				m := &s.mems[j]
 				var buf bytes.Buffer
-				if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(&buf, m.pub, s.suite[u.batch].cipher, s.suite[u.batch].aead, s.vars[u.batch].key, s.p.p.HideRecipients, s.p.cfg); err != nil {
+				pub, err := m.key.PublicKey()
+				if err == nil {
+					err = packet.SerializeEncryptedKeyAEADwithHiddenOption(&buf, pub, s.suite[u.batch].cipher, s.suite[u.batch].aead, s.vars[u.batch].key, s.p.p.HideRecipients, s.p.cfg)
+				}
+				if err != nil {
 					err = fmt.Errorf("outbound: recipient %s: encrypt session key: %w", m.addr, err)
 					sl.failed.CompareAndSwap(nil, &err)
 					break

@@ -91,7 +91,7 @@ func benchRecipients(b *testing.B, kind string, n int) []Recipient {
 			}
 			e.Subkeys = []openpgp.Subkey{{Primary: e, PublicKey: &sub.PublicKey, PrivateKey: sub, Bindings: []*packet.VerifiableSignature{packet.NewVerifiableSig(sig)}}}
 		}
-		have = append(have, Recipient{Address: name + "@example.net", Key: e})
+		have = append(have, Recipient{Address: name + "@example.net", Key: keyring.EntityKey(e)})
 	}
 	benchMembers[kind] = have
 	return have
@@ -218,7 +218,7 @@ func BenchmarkFloor(b *testing.B) {
 				cfg := keyring.PacketConfig(keyring.DefaultLimits, nil)
 				pubs := make([]*packet.PublicKey, n)
 				for i, r := range rs {
-					k, ok := r.Key.EncryptionKey(time.Now(), cfg)
+					k, ok := ent(r.Key).EncryptionKey(time.Now(), cfg)
 					if !ok {
 						b.Fatal("no encryption key")
 					}
@@ -336,10 +336,10 @@ func gpgFor(b *testing.B, kind string, n int) *gpgHome {
 	}
 	opts := conf + "no-greeting\n"
 	for _, r := range rs {
-		if err := r.Key.Serialize(&keys); err != nil {
+		if err := ent(r.Key).Serialize(&keys); err != nil {
 			b.Fatal(err)
 		}
-		opts += "hidden-recipient " + keyring.Fingerprint(r.Key) + "\n"
+		opts += "hidden-recipient " + r.Key.Fingerprint() + "\n"
 	}
 	start := time.Now()
 	cmd := exec.Command(gpg, "--homedir", dir, "--import")

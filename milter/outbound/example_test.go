@@ -29,7 +29,7 @@ func Example() {
 	var rcpts []outbound.Recipient
 	for i := range 120 {
 		// (Every member shares one key here to keep the example fast.)
-		rcpts = append(rcpts, outbound.Recipient{Address: fmt.Sprintf("m%d@example.net", i), Key: member})
+		rcpts = append(rcpts, outbound.Recipient{Address: fmt.Sprintf("m%d@example.net", i), Key: keyring.EntityKey(member)})
 	}
 
 	pr, err := outbound.Prepare(outbound.Post{

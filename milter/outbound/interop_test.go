@@ -65,7 +65,7 @@ func TestInterop(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s key: %v", name, err)
 		}
-		return Recipient{Address: mk.Addresses[0], Key: mk.Entity}
+		return Recipient{Address: mk.Addresses[0], Key: keyring.EntityKey(mk.Entity)}
 	}
 
 	g := pgptest.NewGPG(t)
@@ -82,7 +82,7 @@ func TestInterop(t *testing.T) {
 
 	gina, sam, rita := parse("gpg", g.Export(gfpr)), parse("sq", s.Cert(sk)), parse("rnp", r.Export(rfpr))
 	filler := func(name string) Recipient {
-		return Recipient{Address: name + "@example.net", Key: memberKey(t, name, rsa2048)}
+		return Recipient{Address: name + "@example.net", Key: keyring.EntityKey(memberKey(t, name, rsa2048))}
 	}
 	// Batch 1: gpg, sq, RSA-2048 (96+96+271 bytes of PKESK: one Marker).
 	// Batch 2: rnp, 2 x RSA-2048 (96+271+271: two Markers).

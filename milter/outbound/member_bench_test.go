@@ -31,7 +31,7 @@ func BenchmarkMemberDecrypt(b *testing.B) {
 	g.Import([]byte(listPub))
 	var others []Recipient
 	for i := range 199 {
-		others = append(others, Recipient{Address: fmt.Sprintf("o%03d@example.net", i), Key: memberKey(b, fmt.Sprintf("o%03d", i), legacyX25519)})
+		others = append(others, Recipient{Address: fmt.Sprintf("o%03d@example.net", i), Key: keyring.EntityKey(memberKey(b, fmt.Sprintf("o%03d", i), legacyX25519))})
 	}
 	for _, size := range []int{1, 10, 50, 100, 200} {
 		b.Run(fmt.Sprintf("gpg/batch=%d", size), func(b *testing.B) {
@@ -41,7 +41,7 @@ func BenchmarkMemberDecrypt(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			rs := append(append([]Recipient(nil), others[:size-1]...), Recipient{Address: "mia@example.net", Key: mk.Entity})
+			rs := append(append([]Recipient(nil), others[:size-1]...), Recipient{Address: "mia@example.net", Key: keyring.EntityKey(mk.Entity)})
 			batches, err := prep.Batches(rs)
 			if err != nil {
 				b.Fatal(err)

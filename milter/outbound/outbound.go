@@ -19,8 +19,9 @@
 // spread over Params.Workers goroutines. Every batch shares the armored
 // encrypted data (armor.go), so a batch costs its key packets, not a
 // re-encoding of the post, and all batches together hold the post once.
-// With a KeyCache the self-signature checks of each member key are paid
-// once, not per post.
+// Each member key (keyring.StoredKey) remembers its encryption key
+// choice, so the self-signature checks of a key are paid once, not per
+// post.
 //
 // # Message shape (decisions)
 //
@@ -139,8 +140,8 @@ type Params struct {
 	Rand io.Reader
 	// Limits are the OpenPGP limits (keyring.PacketConfig).
 	Limits keyring.Limits
-	// KeyCache, if not nil, keeps each member key's encryption key choice
-	// across posts (see KeyCache). The milter keeps one per process.
+	// KeyCache is not used: each member key remembers its encryption
+	// key choice itself (see KeyCache).
 	KeyCache *KeyCache
 	// Workers is the number of goroutines computing PKESK packets.
 	// Default runtime.GOMAXPROCS(0).
@@ -197,7 +198,9 @@ type Post struct {
 // Recipient is one member to deliver to.
 type Recipient struct {
 	Address string
-	Key     *openpgp.Entity
+	// Key is the member's key: a stored key of the member cache, or
+	// keyring.EntityKey of a parsed one.
+	Key *keyring.StoredKey
 }
 
 // Field is one outer header field, unfolded.
@@ -427,4 +430,16 @@ func sign(w io.Writer, data []byte, key *openpgp.Entity, cfg *packet.Config) err
 		return fmt.Errorf("outbound: sign with the list key: %w", err)
 	}
 	return nil
+}
+
+// entityLocks serialise go-crypto's key selection per Entity (striped by
+// fingerprint): signing with the list key records signature checks in it.
+var entityLocks [64]sync.Mutex
+
+func entityLock(e *openpgp.Entity) *sync.Mutex {
+	var h byte
+	if fp := e.PrimaryKey.Fingerprint; len(fp) > 0 {
+		h = fp[len(fp)-1]
+	}
+	return &entityLocks[int(h)%len(entityLocks)]
 }

@@ -248,7 +248,7 @@ func recipients(t testing.TB, n int, kind keyKind) []Recipient {
 	rs := make([]Recipient, n)
 	for i := range rs {
 		name := fmt.Sprintf("m%03d", i)
-		rs[i] = Recipient{Address: name + "@example.net", Key: memberKey(t, name, kind)}
+		rs[i] = Recipient{Address: name + "@example.net", Key: keyring.EntityKey(memberKey(t, name, kind))}
 	}
 	return rs
 }
@@ -307,7 +307,7 @@ func TestBatchSplitAndDecrypt(t *testing.T) {
 			// Each member decrypts its own copy with only its key, and not another batch's.
 			for _, r := range rs {
 				b := where[r.Address]
-				inner, err := decrypt(t, msgs[b].pgp, r.Key)
+				inner, err := decrypt(t, msgs[b].pgp, ent(r.Key))
 				if err != nil {
 					t.Fatalf("%s: %v", r.Address, err)
 				}
@@ -315,7 +315,7 @@ func TestBatchSplitAndDecrypt(t *testing.T) {
 					t.Fatalf("%s: inner %q", r.Address, inner)
 				}
 				if len(bs) > 1 {
-					if _, err := decrypt(t, msgs[(b+1)%len(bs)].pgp, r.Key); err == nil {
+					if _, err := decrypt(t, msgs[(b+1)%len(bs)].pgp, ent(r.Key)); err == nil {
 						t.Fatalf("%s decrypts another batch", r.Address)
 					}
 				}
@@ -344,7 +344,7 @@ func TestVisibleKeyIDs(t *testing.T) {
 	}
 	keys, _ := pkesks(t, parseMessage(t, bs[0].Message()).pgp)
 	for i, k := range keys {
-		want, ok := rs[i].Key.EncryptionKey(testNow, nil)
+		want, ok := ent(rs[i].Key).EncryptionKey(testNow, nil)
 		if !ok || k.KeyId != want.PublicKey.KeyId {
 			t.Fatalf("PKESK %d key ID %X, want %X", i, k.KeyId, want.PublicKey.KeyId)
 		}
@@ -510,8 +510,8 @@ func TestAEADOnlyWhenEveryKeyAdvertisesIt(t *testing.T) {
 	v6a, v6b := memberKey(t, "six-a", v6X25519), memberKey(t, "six-b", v6X25519)
 	legacy := memberKey(t, "legacy", legacyX25519)
 	rs := []Recipient{
-		{"six-a@example.net", v6a}, {"six-b@example.net", v6b}, // batch 1: all v6 -> SEIPDv2
-		{"six-c@example.net", memberKey(t, "six-c", v6X25519)}, {"legacy@example.net", legacy}, // batch 2: mixed -> SEIPDv1
+		{"six-a@example.net", keyring.EntityKey(v6a)}, {"six-b@example.net", keyring.EntityKey(v6b)}, // batch 1: all v6 -> SEIPDv2
+		{"six-c@example.net", keyring.EntityKey(memberKey(t, "six-c", v6X25519))}, {"legacy@example.net", keyring.EntityKey(legacy)}, // batch 2: mixed -> SEIPDv1
 	}
 	p := testParams(t)
 	p.BatchSize = 2
@@ -542,7 +542,7 @@ func TestAEADOnlyWhenEveryKeyAdvertisesIt(t *testing.T) {
 			t.Fatalf("AEAD mode %v, want GCM", data.Mode)
 		}
 		for j := range b.Recipients {
-			if _, err := decrypt(t, m.pgp, rs[i*2+j].Key); err != nil {
+			if _, err := decrypt(t, m.pgp, ent(rs[i*2+j].Key)); err != nil {
 				t.Fatalf("batch %d %s: %v", i+1, b.Recipients[j], err)
 			}
 		}
@@ -556,7 +556,7 @@ func TestAEADOnlyWhenEveryKeyAdvertisesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pr2.Batches([]Recipient{{"legacy@example.net", legacy}}); err != nil {
+	if _, err := pr2.Batches([]Recipient{{"legacy@example.net", keyring.EntityKey(legacy)}}); err != nil {
 		t.Fatal(err)
 	}
 	for s := range pr2.variants {
@@ -579,7 +579,7 @@ func TestRecipientErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	signOnly.Subkeys = nil
-	rs := append(recipients(t, 3, legacyX25519), Recipient{"so@example.net", signOnly})
+	rs := append(recipients(t, 3, legacyX25519), Recipient{"so@example.net", keyring.EntityKey(signOnly)})
 	if _, err := pr.Batches(rs); err == nil || !strings.Contains(err.Error(), "so@example.net") {
 		t.Fatalf("sign-only key: %v", err)
 	}
@@ -681,26 +681,22 @@ func TestKeyCacheHonoursExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := NewKeyCache()
 	now := testNow
 	p := testParams(t)
-	p.KeyCache, p.Now = cache, func() time.Time { return now }
-	rs := []Recipient{{"short@example.net", short}}
+	p.Now = func() time.Time { return now }
+	rs := []Recipient{{"short@example.net", keyring.EntityKey(short)}}
+	for _, at := range []time.Duration{0, 30 * time.Minute} {
+		now = testNow.Add(at)
+		pr, err := Prepare(testPost(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pr.Batches(rs); err != nil {
+			t.Fatalf("at +%v: %v", at, err)
+		}
+	}
+	now = testNow.Add(2 * time.Hour) // past the key's lifetime: the remembered choice no longer holds
 	pr, err := Prepare(testPost(), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pr.Batches(rs); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := cache.get(short, now.Add(30*time.Minute)); !ok {
-		t.Fatal("not cached")
-	}
-	now = testNow.Add(2 * time.Hour) // past the key's lifetime
-	if _, ok := cache.get(short, now); ok {
-		t.Fatal("cached past the key's expiry")
-	}
-	pr, err = Prepare(testPost(), p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -740,12 +736,13 @@ func TestNoHeaderInjection(t *testing.T) {
 }
 
 // TestConcurrentPosts: sessions share the list key and member keys (the
-// member cache hands out the same *Entity); go-crypto writes into them
-// while verifying, so outbound serialises that. Run with -race.
+// member cache hands out the same StoredKey, here one for two addresses);
+// go-crypto writes into parsed keys while verifying, so the list key's
+// use and each key's choice are serialised. Run with -race.
 func TestConcurrentPosts(t *testing.T) {
 	rs := recipients(t, 20, legacyX25519)
-	shared := memberKey(t, "shared", legacyX25519)
-	rs = append(rs, Recipient{"alias1@example.net", shared}, Recipient{"alias2@example.net", shared})
+	sk := keyring.EntityKey(memberKey(t, "shared", legacyX25519)) // one key for two addresses
+	rs = append(rs, Recipient{"alias1@example.net", sk}, Recipient{"alias2@example.net", sk})
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for range 4 {
@@ -789,4 +786,13 @@ func payloadFor(t *testing.T, post Post, params Params) (textproto.Header, []byt
 		t.Fatal(err)
 	}
 	return h, notice, entity
+}
+
+// ent is the parsed key of a recipient made with keyring.EntityKey.
+func ent(k *keyring.StoredKey) *openpgp.Entity {
+	e, err := k.Entity()
+	if err != nil {
+		panic(err)
+	}
+	return e
 }

@@ -37,7 +37,7 @@ func TestStreamInOrder(t *testing.T) {
 		}
 		if i == 4 || i == 9 {
 			last := len(b.Recipients) - 1
-			if _, err := decrypt(t, parseMessage(t, b.Message()).pgp, rs[i*10+last].Key); err != nil {
+			if _, err := decrypt(t, parseMessage(t, b.Message()).pgp, ent(rs[i*10+last].Key)); err != nil {
 				t.Fatalf("batch %d: %v", i+1, err)
 			}
 		}
