@@ -49,7 +49,7 @@ func (s *Set) Recipient(rcpt, delimiters string) *Policy {
 			continue
 		}
 		p := s.Lists[base]
-		if p == nil || s.ownRoute(a) {
+		if p == nil || s.ownRoute(a, delimiters) {
 			continue
 		}
 		return p
@@ -57,12 +57,29 @@ func (s *Set) Recipient(rcpt, delimiters string) *Policy {
 	return nil
 }
 
-// ownRoute reports whether addr is a list's request or bounce address:
-// those have routes of their own and are never the list.
-func (s *Set) ownRoute(addr string) bool {
+// ownRoute reports whether addr is a list's request or bounce address,
+// or one of those with an address extension (a VERP bounce address,
+// LIST-bounces+MEMBER@, whatever the delimiters): those have routes of
+// their own and are never the list.
+func (s *Set) ownRoute(addr, delimiters string) bool {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 {
+		return false
+	}
+	local, domain := addr[:at], addr[at:]
 	for _, p := range s.Lists {
-		if addr == p.RequestAddress() || addr == p.BounceAddress() {
-			return true
+		for _, own := range []string{p.RequestAddress(), p.BounceAddress()} {
+			if addr == own {
+				return true
+			}
+			oat := strings.LastIndexByte(own, '@')
+			if oat <= 0 || own[oat:] != domain {
+				continue
+			}
+			ol := own[:oat]
+			if len(local) > len(ol) && local[:len(ol)] == ol && strings.ContainsRune("+"+delimiters, rune(local[len(ol)])) {
+				return true
+			}
 		}
 	}
 	return false

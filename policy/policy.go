@@ -88,10 +88,10 @@ func (Responder) TableDoc() string {
 // Bounces is the [bounces] table: what the list does with members whose
 // copies bounce (docs/bounces.md).
 type Bounces struct {
-	ScoreThreshold float64        `toml:"score_threshold" doc:"A member's bounce score at which action is taken. A permanent failure (5.x.x) adds 1, a temporary one (4.x.x, a delay) 0.5, at most one bounce counts per member per day (as Mailman)."`
+	ScoreThreshold float64        `toml:"score_threshold" doc:"A member's bounce score at which action is taken. A permanent failure (5.x.x) adds 1, a temporary one (4.x.x, a delay) 0.5, at most one bounce counts per member per 24 hours (as Mailman's one a day), and one bounce mail counts against at most 10 members."`
 	ResetAfter     tomlx.Duration `toml:"reset_after" doc:"A score whose last counted bounce is older than this starts again from 0 (Mailman's bounce_info_stale_after)."`
-	Action         string         `toml:"action" values:"disable|notify" doc:"At the threshold: \"disable\" stops delivery to the member until \"listcrypt member enable\", and tells the owners and the member (encrypted to the member's key); \"notify\" only tells the owners."`
-	VERP           bool           `toml:"verp" doc:"Give each member's copy its own envelope sender (LIST-bounces+MEMBER@DOMAIN, Postfix's XVERP) when the reinjection listener offers XVERP, so a bounce names its member exactly. Off by default, as in Mailman: Postfix then delivers each member's copy in its own transaction (what that costs: docs/bounces.md)."`
+	Action         string         `toml:"action" values:"disable|notify" doc:"At the threshold: \"disable\" stops delivery to the member until \"listcrypt member enable\", and tells the owners and the member (encrypted to the member's key); a member already at or above the threshold is disabled by its next counted bounce. \"notify\" only tells the owners, when the score reaches the threshold."`
+	VERP           bool           `toml:"verp" doc:"Give each member's copy its own envelope sender (LIST-bounces+MEMBER@DOMAIN, Postfix's XVERP) when the reinjection listener offers XVERP, so a bounce names its member exactly; bounces to the plain bounce address are then not counted (anyone can write one) but go to the owners. Off by default, as in Mailman: Postfix then delivers each member's copy in its own transaction (what that costs: docs/bounces.md). Only where the MTA offers XVERP (Postfix), and not with a bounce address whose local part has a \"+\"."`
 }
 
 // TableDoc documents the table in the reference.
@@ -307,6 +307,9 @@ func (p *Policy) validate(e *tomlx.Errors) {
 		e.At([]string{"bounces", "reset_after"}, "bounces.reset_after must be between 1d and 365d")
 	}
 	oneOfT(p.Bounces.Action, "bounces", "action", "disable", "notify")
+	if local, _, _ := strings.Cut(p.Distribute.BounceAddress, "@"); p.Bounces.VERP && strings.Contains(local, "+") {
+		e.At([]string{"bounces", "verp"}, "bounces.verp = true needs a bounce address without \"+\" in its local part (VERP puts the member after a \"+\"): distribute.bounce_address is %q", p.Distribute.BounceAddress)
+	}
 }
 
 // Set is every list's policy, by normalised list address.
@@ -338,6 +341,7 @@ func (s *Set) Addresses() []string {
 // bad file keeps the last good one. A missing dir is an empty Set.
 func LoadDir(dir string) (*Set, error) {
 	set := &Set{Dir: dir, Lists: map[string]*Policy{}}
+	srcs := map[string][]byte{}
 	files, err := filepath.Glob(filepath.Join(dir, "*.toml"))
 	if err != nil {
 		return nil, fmt.Errorf("policy dir %s: %w", dir, err)
@@ -363,11 +367,57 @@ func LoadDir(dir string) (*Set, error) {
 			continue
 		}
 		set.Lists[p.Address] = p
+		srcs[p.Address] = src
 	}
+	errs = append(errs, set.routeClashes(srcs)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return set, nil
+}
+
+// routeClashes finds addresses that two routes would share: a list's
+// address, request address and bounce address each go somewhere else
+// (the milter, the responder's commands, its bounce mode), so no address
+// may be two of them, for one list or two (two lists with one bounce
+// address could not tell whose member bounced; a bounce address that is
+// another list's request address would take its commands).
+func (s *Set) routeClashes(srcs map[string][]byte) []error {
+	type route struct {
+		p    *Policy
+		what string
+		key  []string
+	}
+	seen := map[string]route{}
+	var errs []error
+	for _, a := range s.Addresses() {
+		p := s.Lists[a]
+		for _, r := range []struct {
+			addr string
+			route
+		}{
+			{p.Address, route{p, "address", []string{"address"}}},
+			{p.RequestAddress(), route{p, "request address", []string{"address"}}},
+			{p.BounceAddress(), route{p, "bounce address", []string{"distribute", "bounce_address"}}},
+		} {
+			prev, dup := seen[r.addr]
+			if !dup {
+				seen[r.addr] = r.route
+				continue
+			}
+			key := r.key
+			if r.what == "bounce address" && p.Distribute.BounceAddress == "" {
+				key = []string{"address"} // the default, LIST-bounces@
+			}
+			whose := "list " + prev.p.Address + "'s"
+			if prev.p == p {
+				whose = "its"
+			}
+			errs = append(errs, fmt.Errorf("%s:%d: %s %s of list %s is also %s %s (%s)", p.File, tomlx.KeyLine(srcs[p.Address], key...),
+				r.what, r.addr, p.Address, whose, prev.what, prev.p.File))
+		}
+	}
+	return errs
 }
 
 // Template returns the text of a new policy file for address: every key

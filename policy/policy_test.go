@@ -277,3 +277,60 @@ func TestBouncesValidation(t *testing.T) {
 		}
 	}
 }
+
+// No address may be two routes (a list, its request address, its bounce
+// address), for one list or two; every clash is named with file:line.
+func TestRouteClashes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  []string // "" : loads
+	}{
+		{"distinct", map[string]string{
+			"a.toml": "address = \"devs@lists.example.org\"\n",
+			"b.toml": "address = \"ops@lists.example.org\"\n[distribute]\nbounce_address = \"ops-errors@lists.example.org\"\n",
+		}, nil},
+		{"one bounce address for two lists", map[string]string{
+			"a.toml": "address = \"devs@lists.example.org\"\n[distribute]\nbounce_address = \"bounces@lists.example.org\"\n",
+			"b.toml": "address = \"ops@lists.example.org\"\n[distribute]\nbounce_address = \"bounces@lists.example.org\"\n",
+		}, []string{"b.toml:3: bounce address bounces@lists.example.org of list ops@lists.example.org is also list devs@lists.example.org's bounce address"}},
+		{"a bounce address that is another list's request address", map[string]string{
+			"a.toml": "address = \"aaa@lists.example.org\"\n[distribute]\nbounce_address = \"devs-request@lists.example.org\"\n",
+			"b.toml": "address = \"devs@lists.example.org\"\n",
+		}, []string{"b.toml:1: request address devs-request@lists.example.org of list devs@lists.example.org is also list aaa@lists.example.org's bounce address"}},
+		{"a list named like another's default bounce address", map[string]string{
+			"a.toml": "address = \"devs@lists.example.org\"\n",
+			"b.toml": "address = \"devs-bounces@lists.example.org\"\n",
+		}, []string{"a.toml:1: bounce address devs-bounces@lists.example.org of list devs@lists.example.org is also list devs-bounces@lists.example.org's address"}},
+		{"a bounce address that is the list itself", map[string]string{
+			"a.toml": "address = \"devs@lists.example.org\"\n[distribute]\nbounce_address = \"devs@lists.example.org\"\n",
+		}, []string{"a.toml:3: bounce address devs@lists.example.org of list devs@lists.example.org is also its address"}},
+		{"verp with a + in the bounce address", map[string]string{
+			"a.toml": "address = \"devs@lists.example.org\"\n[distribute]\nbounce_address = \"devs+errors@lists.example.org\"\n[bounces]\nverp = true\n",
+		}, []string{"a.toml:5: bounces.verp = true needs a bounce address without \"+\""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, src := range tc.files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			set, err := LoadDir(dir)
+			if len(tc.want) == 0 {
+				if err != nil || len(set.Lists) != len(tc.files) {
+					t.Fatalf("%v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("loaded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}

@@ -20,22 +20,34 @@ const (
 	TemporaryBounce = 0.5
 )
 
+// BounceSpacing is the least time between two counted bounces of one
+// member: one counts per day, as in Mailman, but measured as 24 hours
+// (not the calendar day, which would let two bounces a minute apart
+// across midnight both count).
+const BounceSpacing = 24 * time.Hour
+
 // BounceRules are a list's [bounces] policy as the store applies it.
 type BounceRules struct {
 	Threshold  float64       // score at which the action is taken
 	ResetAfter time.Duration // a score whose last counted bounce is older starts from 0
 	Disable    bool          // at the threshold delivery is disabled (else only told)
-	// OnReached, when set, is called inside the transaction when a
-	// bounce reaches the threshold, with the member's new state; the
+	// MaxMembers, when positive, bounds the members one call of
+	// RecordBounces counts against (anyone can write a report naming a
+	// hundred members); later events of members are left alone
+	// (Member true, nothing else set).
+	MaxMembers int
+	// OnReached, when set, is called inside the transaction with the
+	// new states of the members whose bounce reached the threshold; the
 	// mail it returns is written into the outbox in the same
-	// transaction, so the notices are sent exactly when the member's
+	// transaction, so the notices are sent exactly when the members'
 	// state changed, even if the process dies right after the commit
-	// (the ids are in BounceOutcome.Outbox; see Store.SendOutbox).
-	OnReached func(BounceState) ([]OutboxMail, error)
+	// (see Store.SendOutbox).
+	OnReached func([]BounceState) ([]OutboxMail, error)
 }
 
 // BounceEvent is one bounce naming a member.
 type BounceEvent struct {
+	Address   string // the member (RecordBounces)
 	Permanent bool
 	Status    string // enhanced status code ("5.1.1"), or ""
 	At        time.Time
@@ -58,15 +70,19 @@ func (b BounceState) Disabled() bool { return !b.DisabledAt.IsZero() }
 
 // BounceOutcome is what RecordBounce did.
 type BounceOutcome struct {
-	State BounceState // after the bounce
+	// Member: the address is a member of the list; nothing else is set
+	// when it is not.
+	Member bool
+	State  BounceState // after the bounce
 	// Counted: the bounce added to the score. It does not when another
-	// bounce was counted the same day (UTC) or delivery is disabled
-	// already.
+	// bounce was counted less than BounceSpacing before, or delivery is
+	// disabled already.
 	Counted bool
 	// Reached: this bounce brought the score to the threshold (from
 	// below). With BounceRules.Disable, delivery is now disabled.
 	Reached bool
-	// Outbox holds the ids of the mail BounceRules.OnReached queued.
+	// Outbox holds the ids of the mail BounceRules.OnReached queued
+	// (RecordBounce).
 	Outbox []int64
 }
 
@@ -96,90 +112,148 @@ func nullTime(t time.Time) sql.NullTime {
 
 const bounceColumns = `list, address, score, bounces, last_bounce_at, last_counted_at, last_status, disabled_at`
 
-// RecordBounce counts one bounce against the member addr of list, in one
-// transaction (two bounces for one member at the same instant, from two
-// responder processes or hosts, are counted one after the other):
+// RecordBounce is RecordBounces for one member; it returns an error
+// wrapping ErrNotFound when addr is no member of list (in any state).
+func (s *Store) RecordBounce(ctx context.Context, list, addr string, ev BounceEvent, r BounceRules) (BounceOutcome, error) {
+	ev.Address = addr
+	outs, ids, err := s.RecordBounces(ctx, list, []BounceEvent{ev}, r)
+	if err != nil {
+		return BounceOutcome{}, err
+	}
+	if !outs[0].Member {
+		return BounceOutcome{}, fmt.Errorf("store: record bounce: %s is no member of %s: %w", addr, list, ErrNotFound)
+	}
+	outs[0].Outbox = ids
+	return outs[0], nil
+}
+
+// RecordBounces counts the bounces one bounce mail reports, each against
+// its member of list, in one transaction (two bounce mails for one
+// member at the same instant, from two responder processes or hosts,
+// are counted one after the other). Events of addresses that are no
+// member of list (in any state) change nothing (Member false). For each
+// member:
 //
 //   - a score whose last counted bounce is older than r.ResetAfter starts
 //     again from 0;
-//   - at most one bounce counts per member per day (UTC), and none while
-//     delivery is disabled;
+//   - at most one bounce counts per member per BounceSpacing (24 hours),
+//     and none while delivery is disabled;
 //   - a counted bounce adds PermanentBounce or TemporaryBounce;
-//   - the bounce that brings the score to r.Threshold is Reached, and
-//     with r.Disable it disables delivery to the member.
+//   - the counted bounce that brings the score to r.Threshold is
+//     Reached, and with r.Disable it disables delivery to the member
+//     (with r.Disable, so is any counted bounce that leaves an enabled
+//     member's score at or above the threshold).
 //
-// It returns an error wrapping ErrNotFound when addr is no member of
-// list (in any state).
-func (s *Store) RecordBounce(ctx context.Context, list, addr string, ev BounceEvent, r BounceRules) (BounceOutcome, error) {
-	at := nowOr(ev.At)
-	var out BounceOutcome
+// r.OnReached is called once, inside the transaction, with the states of
+// every member that Reached; the mail it returns is queued in the same
+// transaction (its ids are returned).
+func (s *Store) RecordBounces(ctx context.Context, list string, evs []BounceEvent, r BounceRules) ([]BounceOutcome, []int64, error) {
+	var outs []BounceOutcome
+	var ids []int64
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
-		out = BounceOutcome{} // a failed attempt leaves nothing behind
-		// The insert takes the row's lock (PostgreSQL) or the database's
-		// write lock (SQLite) before the read, so the read-modify-write
-		// below is not interleaved; the foreign key refuses a non-member.
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO member_bounces (list, address) VALUES (?, ?)
-			ON CONFLICT (list, address) DO NOTHING`), list, addr); err != nil {
-			if isForeignKey(err) {
-				return fmt.Errorf("%s is no member of %s: %w", addr, list, ErrNotFound)
-			}
-			return err
-		}
-		lock := ""
+		outs, ids = make([]BounceOutcome, len(evs)), nil // a failed attempt leaves nothing behind
+		// The list's row lock (PostgreSQL) or the write lock (SQLite,
+		// BEGIN IMMEDIATE) first: the read-modify-write below is not
+		// interleaved with another bounce of the list.
 		if s.engine == EnginePostgres {
-			lock = " FOR UPDATE"
-		}
-		var row bounceRow
-		if err := tx.GetContext(ctx, &row, s.q(`SELECT `+bounceColumns+` FROM member_bounces WHERE list = ? AND address = ?`+lock), list, addr); err != nil {
-			return err
-		}
-		st := row.state()
-		if !st.LastCountedAt.IsZero() && at.Sub(st.LastCountedAt) > r.ResetAfter {
-			st.Score, st.Bounces, st.LastCountedAt = 0, 0, time.Time{}
-		}
-		st.LastBounceAt, st.LastStatus = at, ev.Status
-		sameDay := !st.LastCountedAt.IsZero() && st.LastCountedAt.UTC().Format(time.DateOnly) == at.UTC().Format(time.DateOnly)
-		if !st.Disabled() && !sameDay {
-			before := st.Score
-			if ev.Permanent {
-				st.Score += PermanentBounce
-			} else {
-				st.Score += TemporaryBounce
-			}
-			st.Bounces++
-			st.LastCountedAt = at
-			out.Counted = true
-			if before < r.Threshold && st.Score >= r.Threshold {
-				out.Reached = true
-				if r.Disable {
-					st.DisabledAt = at
+			var one int
+			if err := tx.GetContext(ctx, &one, s.q(`SELECT 1 FROM lists WHERE address = ? FOR UPDATE`), list); err != nil {
+				if errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("list %s: %w", list, ErrNotFound)
 				}
+				return err
 			}
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE member_bounces SET score = ?, bounces = ?, last_bounce_at = ?,
-			last_counted_at = ?, last_status = ?, disabled_at = ? WHERE list = ? AND address = ?`),
-			st.Score, st.Bounces, nullTime(st.LastBounceAt), nullTime(st.LastCountedAt), st.LastStatus,
-			nullTime(st.DisabledAt), list, addr); err != nil {
-			return err
-		}
-		out.State = st
-		if out.Reached && r.OnReached != nil {
-			ms, err := r.OnReached(st)
+		var reached []BounceState
+		members := 0
+		for i, ev := range evs {
+			var n int
+			if err := tx.GetContext(ctx, &n, s.q(`SELECT COUNT(*) FROM members WHERE list = ? AND address = ?`), list, ev.Address); err != nil {
+				return err
+			}
+			if n == 0 {
+				continue
+			}
+			if members++; r.MaxMembers > 0 && members > r.MaxMembers {
+				outs[i].Member = true
+				continue
+			}
+			out, err := s.recordBounceTx(ctx, tx, list, ev, r)
 			if err != nil {
 				return err
 			}
-			for i := range ms {
-				if err := s.queueTx(ctx, tx, &ms[i]); err != nil {
-					return err
-				}
-				out.Outbox = append(out.Outbox, ms[i].ID)
+			outs[i] = out
+			if out.Reached {
+				reached = append(reached, out.State)
 			}
+		}
+		if len(reached) == 0 || r.OnReached == nil {
+			return nil
+		}
+		ms, err := r.OnReached(reached)
+		if err != nil {
+			return err
+		}
+		for i := range ms {
+			if err := s.queueTx(ctx, tx, &ms[i]); err != nil {
+				return err
+			}
+			ids = append(ids, ms[i].ID)
 		}
 		return nil
 	})
 	if err != nil {
-		return BounceOutcome{}, fmt.Errorf("store: record bounce of %s on %s: %w", addr, list, err)
+		return nil, nil, fmt.Errorf("store: record bounces on %s: %w", list, err)
 	}
+	return outs, ids, nil
+}
+
+// recordBounceTx applies one event of a member (RecordBounces).
+func (s *Store) recordBounceTx(ctx context.Context, tx *sqlx.Tx, list string, ev BounceEvent, r BounceRules) (BounceOutcome, error) {
+	at := nowOr(ev.At)
+	out := BounceOutcome{Member: true}
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO member_bounces (list, address) VALUES (?, ?)
+		ON CONFLICT (list, address) DO NOTHING`), list, ev.Address); err != nil {
+		return out, err
+	}
+	var row bounceRow
+	if err := tx.GetContext(ctx, &row, s.q(`SELECT `+bounceColumns+` FROM member_bounces WHERE list = ? AND address = ?`), list, ev.Address); err != nil {
+		return out, err
+	}
+	st := row.state()
+	if !st.LastCountedAt.IsZero() && at.Sub(st.LastCountedAt) > r.ResetAfter {
+		st.Score, st.Bounces, st.LastCountedAt = 0, 0, time.Time{}
+	}
+	st.LastBounceAt, st.LastStatus = at, ev.Status
+	recent := !st.LastCountedAt.IsZero() && at.Sub(st.LastCountedAt) < BounceSpacing
+	if !st.Disabled() && !recent {
+		before := st.Score
+		if ev.Permanent {
+			st.Score += PermanentBounce
+		} else {
+			st.Score += TemporaryBounce
+		}
+		st.Bounces++
+		st.LastCountedAt = at
+		out.Counted = true
+		// Reached from below; or, when disabling, at or above the
+		// threshold at all (the policy was "notify" then, or the
+		// threshold was lowered since): a dead address is disabled on
+		// its next counted bounce.
+		if st.Score >= r.Threshold && (before < r.Threshold || r.Disable) {
+			out.Reached = true
+			if r.Disable {
+				st.DisabledAt = at
+			}
+		}
+	}
+	if _, err := tx.ExecContext(ctx, s.q(`UPDATE member_bounces SET score = ?, bounces = ?, last_bounce_at = ?,
+		last_counted_at = ?, last_status = ?, disabled_at = ? WHERE list = ? AND address = ?`),
+		st.Score, st.Bounces, nullTime(st.LastBounceAt), nullTime(st.LastCountedAt), st.LastStatus,
+		nullTime(st.DisabledAt), list, ev.Address); err != nil {
+		return out, err
+	}
+	out.State = st
 	return out, nil
 }
 

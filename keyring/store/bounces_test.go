@@ -37,11 +37,15 @@ func TestRecordBounce(t *testing.T) {
 			{perm(day(0, 9)), true, false, 1, 1},
 			{perm(day(1, 9)), true, true, 2, 2},
 		}, true},
-		{"one per day: the same day counts once", rules, []step{
-			{perm(day(0, 1)), true, false, 1, 1},
-			{perm(day(0, 23)), false, false, 1, 1},
-			{perm(day(1, 0)), true, true, 2, 2},
+		{"one per 24 hours, across midnight too", rules, []step{
+			{perm(day(0, 23)), true, false, 1, 1},
+			{perm(day(1, 0)), false, false, 1, 1},
+			{perm(day(1, 22)), false, false, 1, 1},
+			{perm(day(1, 23)), true, true, 2, 2},
 		}, true},
+		{"notify, then disable: the next counted bounce disables", store.BounceRules{Threshold: 1, ResetAfter: rules.ResetAfter}, []step{
+			{perm(day(0, 9)), true, true, 1, 1},
+		}, false},
 		{"temporary counts half", rules, []step{
 			{temp(day(0, 9)), true, false, 0.5, 1},
 			{temp(day(1, 9)), true, false, 1, 2},
@@ -132,7 +136,7 @@ func TestDeliveryEnableAndRemove(t *testing.T) {
 		if len(st) != 1 || st[0].Disabled() || st[0].Score != 0 || st[0].Bounces != 0 {
 			t.Fatalf("after enable: %+v", st)
 		}
-		// The same day again: the score started over, so it counts.
+		// Within 24 hours again: the score started over, so it counts.
 		if out, err := s.RecordBounce(ctx, listAddr, "bob@example.org", store.BounceEvent{Permanent: true, At: t0.Add(time.Hour)}, rules); err != nil || !out.Counted || !out.Reached {
 			t.Fatalf("after enable: %+v %v", out, err)
 		}
@@ -221,4 +225,25 @@ func addMember(t *testing.T, s *store.Store, addr string) {
 	if err := s.PutMember(context.Background(), store.Member{List: listAddr, Address: addr, State: store.MemberActive, Fingerprint: "AB"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A member notified under action "notify" (or whose score passed a
+// threshold lowered since) is disabled by its next counted bounce once
+// the list disables.
+func TestBounceDisableAfterNotify(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		mkList(t, s, listAddr)
+		addMember(t, s, "bob@example.org")
+		notify := store.BounceRules{Threshold: 1, ResetAfter: 7 * 24 * time.Hour}
+		if out, err := s.RecordBounce(ctx, listAddr, "bob@example.org", store.BounceEvent{Permanent: true, At: t0}, notify); err != nil || !out.Reached || out.State.Disabled() {
+			t.Fatalf("notify: %+v %v", out, err)
+		}
+		disable := notify
+		disable.Disable = true
+		out, err := s.RecordBounce(ctx, listAddr, "bob@example.org", store.BounceEvent{Permanent: true, At: t0.Add(25 * time.Hour)}, disable)
+		if err != nil || !out.Counted || !out.Reached || !out.State.Disabled() {
+			t.Fatalf("disable above the threshold: %+v %v", out, err)
+		}
+	})
 }

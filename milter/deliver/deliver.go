@@ -313,6 +313,12 @@ func (d *Deliverer) submit(ctx context.Context, dl *delivery, number int, from s
 	if len(res.Accepted) > 0 {
 		d.opts.Metrics.Batch(list, len(res.Accepted))
 	}
+	if dl.list.Bounces.VERP && !res.VERP && len(res.Accepted) > 0 && from != "" {
+		// bounces.verp counts only bounces at VERP addresses: without
+		// them no bounce of this list counts (docs/bounces.md).
+		d.opts.Log.Warn("bounces.verp = true but the reinjection listener does not offer XVERP (Sendmail, or Postfix without smtpd_authorized_verp_clients): bounces of this list are not counted",
+			"list", list, "batch", number)
+	}
 	for _, r := range res.Refused {
 		d.opts.Log.Warn("recipient refused", "list", list, "batch", number, "rcpt", r.Address, "code", r.Code,
 			"action", "left out of this post")

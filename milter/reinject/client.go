@@ -246,10 +246,12 @@ func (c *client) send(ctx context.Context, from string, to []string, msg io.Writ
 	if c.eightBit {
 		mail += " BODY=8BITMIME"
 	}
-	if verp && c.xverp && from != "" {
+	if local, _, _ := strings.Cut(from, "@"); verp && c.xverp && from != "" && !strings.Contains(local, "+") {
 		// The delimiters bounce.ParseVERP reads, whatever the server's
-		// default_verp_delimiters.
+		// default_verp_delimiters. A sender whose local part has a "+"
+		// gets none: the member could not be read back from it.
 		mail += " XVERP=+="
+		res.VERP = true
 	}
 	if err := queue(mail, stage("MAIL FROM:<"+from+">", 250)); err != nil {
 		return Result{}, err

@@ -35,6 +35,9 @@ type Refusal struct {
 type Result struct {
 	Accepted []string  // recipients the MTA took the message for, in the order given
 	Refused  []Refusal // recipients refused permanently, in the order given
+	// VERP: the transaction asked for per-recipient VERP (SendEachVERP,
+	// and the listener offered XVERP).
+	VERP bool
 }
 
 // SendEach submits data from the envelope sender to the recipients at

@@ -107,6 +107,9 @@ func TestSendEachVERP(t *testing.T) {
 			if got := <-mails; got != tc.want {
 				t.Errorf("MAIL line %q, want %q", got, tc.want)
 			}
+			if res.VERP != strings.HasSuffix(tc.want, "XVERP=+=") {
+				t.Errorf("Result.VERP = %v for %q", res.VERP, tc.want)
+			}
 		})
 	}
 }

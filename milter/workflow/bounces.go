@@ -72,9 +72,14 @@ func (r *Responder) findBounce(recipient string, h textproto.Header) (*policy.Po
 	return nil, ""
 }
 
+// maxBounceMembers bounds the members one bounce mail without VERP can
+// count against: a real report names the failed recipients of one
+// message, and anyone can write a report naming a hundred members.
+const maxBounceMembers = 10
+
 // handleBounce handles one mail at p's bounce address; verp is the member
 // its VERP extension names, or "". Errors are transient (the MTA keeps
-// the mail and retries): a retry counts nothing twice on the same day.
+// the mail and retries): a retry within a day counts nothing twice.
 func (r *Responder) handleBounce(ctx context.Context, p *policy.Policy, msg []byte, verp string, out *Outcome) error {
 	out.List, out.Command = p.Address, "bounce"
 	now := r.Now()
@@ -83,7 +88,8 @@ func (r *Responder) handleBounce(ctx context.Context, p *policy.Policy, msg []by
 	var failures []bounce.Recipient
 	switch {
 	case perr != nil:
-		out.Reason = "unreadable: " + perr.Error()
+		// The parser's error may quote the mail: only its class is logged.
+		out.Reason = "unreadable: " + parseErrorClass(perr)
 	case rep.Kind == bounce.KindAutoReply:
 		kind = BounceAutoReply
 	case rep.Kind == bounce.KindBounce && verp != "":
@@ -98,22 +104,35 @@ func (r *Responder) handleBounce(ctx context.Context, p *policy.Policy, msg []by
 		}
 		f.Address = verp
 		failures = []bounce.Recipient{f}
+	case rep.Kind == bounce.KindBounce && p.Bounces.VERP:
+		// The list's copies carry VERP senders: a real bounce comes to
+		// one of them. A report at the plain address is not trusted to
+		// name members (anyone can write one); the owners see it.
+		kind, out.Reason = BounceUnattributed, "not at a VERP address (bounces.verp = true)"
 	case rep.Kind == bounce.KindBounce:
 		failures = rep.Recipients
 	}
 	var members []string
-	for _, f := range failures {
-		res, err := r.countBounce(ctx, p, f, now)
-		if errors.Is(err, store.ErrNotFound) {
-			continue // names no member of the list
-		}
+	if len(failures) > 0 {
+		outs, err := r.countBounces(ctx, p, failures, now)
 		if err != nil {
 			return err
 		}
-		members = append(members, f.Address)
-		r.Log.Info("bounce", "list", p.Address, "member", f.Address, "permanent", f.Permanent, "status", f.Status,
-			"counted", res.Counted, "score", res.State.Score, "threshold_reached", res.Reached,
-			"delivery", map[bool]string{true: "disabled", false: "enabled"}[res.State.Disabled()])
+		for i, f := range failures {
+			res := outs[i]
+			if !res.Member {
+				continue // names no member of the list
+			}
+			if !res.Counted && res.State.Address == "" {
+				r.Log.Warn("bounce names more members than one mail may count; left alone", "list", p.Address,
+					"member", f.Address, "counted_at_most", maxBounceMembers)
+				continue
+			}
+			members = append(members, f.Address)
+			r.Log.Info("bounce", "list", p.Address, "member", f.Address, "permanent", f.Permanent, "status", f.Status,
+				"counted", res.Counted, "score", res.State.Score, "threshold_reached", res.Reached,
+				"delivery", map[bool]string{true: "disabled", false: "enabled"}[res.State.Disabled()])
+		}
 	}
 	switch {
 	case len(members) > 0:
@@ -136,37 +155,56 @@ func (r *Responder) handleBounce(ctx context.Context, p *policy.Policy, msg []by
 	return r.forwardToOwners(ctx, p, msg, kind, now)
 }
 
-// countBounce records f against the member's score; at the threshold it
-// queues the notices in the same transaction and sends them after.
-func (r *Responder) countBounce(ctx context.Context, p *policy.Policy, f bounce.Recipient, now time.Time) (store.BounceOutcome, error) {
+// parseErrorClass names a bounce.Parse error without its details.
+func parseErrorClass(err error) string {
+	switch {
+	case errors.Is(err, bounce.ErrTooLarge):
+		return "too large"
+	case errors.Is(err, bounce.ErrTooComplex):
+		return "too complex"
+	}
+	return "malformed"
+}
+
+// countBounces records the failures of one bounce mail against the
+// members' scores in one transaction; the notices of the members that
+// reached the threshold are queued in it and sent after.
+func (r *Responder) countBounces(ctx context.Context, p *policy.Policy, failures []bounce.Recipient, now time.Time) ([]store.BounceOutcome, error) {
+	evs := make([]store.BounceEvent, len(failures))
+	byAddr := make(map[string]bounce.Recipient, len(failures))
+	for i, f := range failures {
+		evs[i] = store.BounceEvent{Address: f.Address, Permanent: f.Permanent, Status: f.Status, At: now}
+		byAddr[f.Address] = f
+	}
 	rules := store.BounceRules{
 		Threshold:  p.Bounces.ScoreThreshold,
 		ResetAfter: p.Bounces.ResetAfter.D,
 		Disable:    p.Bounces.Action == "disable",
-		OnReached: func(st store.BounceState) ([]store.OutboxMail, error) {
-			return r.thresholdNotices(ctx, p, f, st, now)
+		MaxMembers: maxBounceMembers,
+		OnReached: func(sts []store.BounceState) ([]store.OutboxMail, error) {
+			return r.thresholdNotices(ctx, p, byAddr, sts, now)
 		},
 	}
-	res, err := r.Store.RecordBounce(ctx, p.Address, f.Address, store.BounceEvent{Permanent: f.Permanent, Status: f.Status, At: now}, rules)
+	outs, ids, err := r.Store.RecordBounces(ctx, p.Address, evs, rules)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	for _, id := range res.Outbox {
+	for _, id := range ids {
 		r.flush(ctx, p, id)
 	}
-	return res, nil
+	return outs, nil
 }
 
-// thresholdNotices are the mail sent when a member's score reaches the
-// threshold: to each owner, and with action "disable" to the member. The
-// envelope sender is null (RFC 5321 §4.5.5), so a notice that bounces in
-// turn comes back to nobody: no loop through the bounce address.
-func (r *Responder) thresholdNotices(ctx context.Context, p *policy.Policy, f bounce.Recipient, st store.BounceState, now time.Time) ([]store.OutboxMail, error) {
+// thresholdNotices are the mail sent when members' scores reach the
+// threshold: one to each owner naming all of them, and with action
+// "disable" one to each member. The envelope sender is null (RFC 5321
+// §4.5.5), so a notice that bounces in turn comes back to nobody: no
+// loop through the bounce address.
+func (r *Responder) thresholdNotices(ctx context.Context, p *policy.Policy, failures map[string]bounce.Recipient, sts []store.BounceState, now time.Time) ([]store.OutboxMail, error) {
 	listKey, err := r.Keys.ListKey(ctx, p.Address)
 	if err != nil {
 		return nil, err
 	}
-	disabled := st.Disabled()
 	var out []store.OutboxMail
 	add := func(to, subject, text string) error {
 		key, err := r.memberKey(ctx, p, to, now)
@@ -181,22 +219,27 @@ func (r *Responder) thresholdNotices(ctx context.Context, p *policy.Policy, f bo
 		out = append(out, store.OutboxMail{List: p.Address, Sender: "", Recipients: []string{to}, Message: data, CreatedAt: now})
 		return nil
 	}
-	subject := p.Address + ": " + f.Address + " bounces"
-	if disabled {
-		subject = p.Address + ": delivery to " + f.Address + " disabled"
+	subject := p.Address + ": " + sts[0].Address + " bounces"
+	if sts[0].Disabled() {
+		subject = p.Address + ": delivery to " + sts[0].Address + " disabled"
+	}
+	if len(sts) > 1 {
+		subject = fmt.Sprintf("%s: %d members bounce", p.Address, len(sts))
 	}
 	for _, o := range p.Owners {
-		if err := add(o, subject, textBounceOwner(p, f, st)); err != nil {
+		if err := add(o, subject, textBounceOwner(p, failures, sts)); err != nil {
 			return nil, err
 		}
 	}
-	if disabled {
-		if err := add(f.Address, p.Address+": your delivery is disabled", textBounceMember(p, f, st)); err != nil {
-			return nil, err
+	for _, st := range sts {
+		if st.Disabled() {
+			if err := add(st.Address, p.Address+": your delivery is disabled", textBounceMember(p, st)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if len(p.Owners) == 0 {
-		r.Log.Warn("bounce threshold reached; the list has no owners to tell", "list", p.Address, "member", f.Address)
+		r.Log.Warn("bounce threshold reached; the list has no owners to tell", "list", p.Address, "members", len(sts))
 	}
 	return out, nil
 }
@@ -246,7 +289,6 @@ func (r *Responder) forwardToOwners(ctx context.Context, p *policy.Policy, msg [
 	if from == "" {
 		from = "<>"
 	}
-	summary := textForward(p, h, len(msg), kind)
 	var ms []store.OutboxMail
 	for _, o := range p.Owners {
 		key, err := r.memberKey(ctx, p, o, now)
@@ -256,9 +298,9 @@ func (r *Responder) forwardToOwners(ctx context.Context, p *policy.Policy, msg [
 		m := mail{From: p.RequestAddress(), FromName: p.Address + " (listcrypt)", To: o,
 			Subject: p.Address + ": mail at the bounce address (" + kind + ")", EncryptTo: key}
 		if key != nil {
-			m.Text, m.Attach = summary, msg
+			m.Text, m.Attach = textForward(p, h, len(msg), kind, true), msg
 		} else {
-			m.Text = summary + "\nIt is not forwarded in clear: register a key as a member of the list to\nreceive such mail encrypted, with the message attached.\n" + sig(p)
+			m.Text = textForward(p, h, len(msg), kind, false) + "\nIt is not forwarded in clear, nor is its subject: register a key as a member\nof the list to receive such mail encrypted, with the message attached.\n" + sig(p)
 		}
 		data, err := compose(m, listKey, now, r.Rand, keyring.ConfigLimits(r.Config))
 		if err != nil {

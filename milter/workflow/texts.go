@@ -545,51 +545,65 @@ func oneLine(s string, n int) string {
 	return s
 }
 
-func textBounceOwner(p *policy.Policy, f bounce.Recipient, st store.BounceState) string {
-	how := "temporary"
-	if f.Permanent {
-		how = "permanent"
-	}
+func textBounceOwner(p *policy.Policy, failures map[string]bounce.Recipient, sts []store.BounceState) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Copies of posts to %s for\n\n    %s\n\nkeep bouncing: its bounce score reached %g (bounces.score_threshold %g)\nafter %d counted bounces.\n\n",
-		p.Address, f.Address, st.Score, p.Bounces.ScoreThreshold, st.Bounces)
-	fmt.Fprintf(&b, "The last one: %s failure", how)
-	if f.Status != "" {
-		fmt.Fprintf(&b, ", status %s", f.Status)
+	fmt.Fprintf(&b, "Copies of posts to %s keep bouncing for these members: their bounce\nscores reached bounces.score_threshold %g.\n", p.Address, p.Bounces.ScoreThreshold)
+	who := "ADDRESS"
+	if len(sts) == 1 {
+		who = sts[0].Address
 	}
-	b.WriteString(".\n")
-	if f.Diagnostic != "" {
-		fmt.Fprintf(&b, "The remote server said: %s\n", oneLine(f.Diagnostic, 300))
+	disabled := false
+	for _, st := range sts {
+		f := failures[st.Address]
+		how := "temporary"
+		if f.Permanent {
+			how = "permanent"
+		}
+		fmt.Fprintf(&b, "\n    %s\n      score %g after %d counted bounces; the last: %s failure", st.Address, st.Score, st.Bounces, how)
+		if f.Status != "" {
+			fmt.Fprintf(&b, ", status %s", f.Status)
+		}
+		b.WriteString("\n")
+		if f.Diagnostic != "" {
+			fmt.Fprintf(&b, "      the remote server said: %s\n", oneLine(f.Diagnostic, 300))
+		}
+		if st.Disabled() {
+			disabled = true
+			b.WriteString("      delivery disabled\n")
+		}
 	}
-	if st.Disabled() {
+	if disabled {
 		fmt.Fprintf(&b, `
-Delivery to this member is disabled (bounces.action = "disable"): it gets
-no posts until you enable it again on the list host:
+Delivery to a disabled member stopped (bounces.action = "disable"): it
+gets no posts until you enable it again on the list host:
 
     listcrypt member enable %s %s
 
-The member was told, encrypted to its key where it has a usable one.
-`, p.Address, f.Address)
+Each was told, encrypted to its key where it has a usable one.
+`, p.Address, who)
 	} else {
 		fmt.Fprintf(&b, `
-Nothing was changed (bounces.action = "notify"). To stop sending to it:
+Nothing was changed (bounces.action = "notify"). To stop sending to one:
 
     listcrypt member disable %s %s
-`, p.Address, f.Address)
+`, p.Address, who)
 	}
 	return b.String() + sig(p)
 }
 
-func textBounceMember(p *policy.Policy, f bounce.Recipient, st store.BounceState) string {
+func textBounceMember(p *policy.Policy, st store.BounceState) string {
 	return fmt.Sprintf(`Copies of posts to %s for your address %s were returned
 by the mail system %d times (the last on %s), so the list stopped sending
 you posts. You are still a member and your key is kept.
 
 If your mailbox works again, ask the list owners to enable your delivery.
-`, p.Address, f.Address, st.Bounces, st.LastBounceAt.UTC().Format("2006-01-02")) + sig(p)
+`, p.Address, st.Address, st.Bounces, st.LastBounceAt.UTC().Format("2006-01-02")) + sig(p)
 }
 
-func textForward(p *policy.Policy, h textproto.Header, size int, kind string) string {
+// textForward summarises mail at the bounce address for the owners.
+// The Subject only with withSubject (the forward is encrypted): an
+// auto-reply's subject may quote a decrypted post's.
+func textForward(p *policy.Policy, h textproto.Header, size int, kind string, withSubject bool) string {
 	what := map[string]string{
 		BounceAutoReply:    "an automatic reply (vacation, out of office)",
 		BounceUnattributed: "a bounce that names no member of the list",
@@ -598,6 +612,9 @@ func textForward(p *policy.Policy, h textproto.Header, size int, kind string) st
 	var b strings.Builder
 	fmt.Fprintf(&b, "This arrived at %s, the list's bounce address: %s.\nlistcrypt changed nothing for it.\n\n", p.BounceAddress(), what)
 	for _, name := range []string{"From", "To", "Subject", "Date", "Message-Id"} {
+		if name == "Subject" && !withSubject {
+			continue
+		}
 		if v := h.Get(name); v != "" {
 			fmt.Fprintf(&b, "    %-11s %s\n", name+":", oneLine(v, 200))
 		}
