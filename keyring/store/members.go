@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -81,7 +83,7 @@ func (s *Store) PutMember(ctx context.Context, m Member) error {
 			m.List, m.Address, m.State, m.Fingerprint, m.PublicKey, created, updated); err != nil {
 			return fmt.Errorf("upsert: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM member_key_ids WHERE list = ? AND address = ?`),
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM `+s.keyIDsByMember("")+` WHERE list = ? AND address = ?`),
 			m.List, m.Address); err != nil {
 			return fmt.Errorf("clear key ids: %w", err)
 		}
@@ -143,40 +145,66 @@ func (s *Store) Members(ctx context.Context, list string) ([]Member, error) {
 
 // selectMembers returns the members matching where, ordered by address,
 // with their key IDs. One statement, so members and key IDs come from one
-// snapshot.
+// snapshot; one row per member, so each key's bytes are read once (a
+// join would repeat them per key ID: 20 MB more at 10,000 members).
 func (s *Store) selectMembers(ctx context.Context, where string, args ...any) ([]Member, error) {
 	var rows []struct {
 		memberRow
-		KeyID sql.NullInt64 `db:"key_id"`
+		KeyIDs sql.NullString `db:"key_ids"`
 	}
-	if err := s.db.SelectContext(ctx, &rows, s.q(`SELECT `+memberColumns+`, k.key_id
-		FROM members m LEFT JOIN member_key_ids k ON k.list = m.list AND k.address = m.address
+	agg := `group_concat(k.key_id)`
+	if s.engine == EnginePostgres {
+		agg = `string_agg(k.key_id::text, ',')`
+	}
+	if err := s.db.SelectContext(ctx, &rows, s.q(`SELECT `+memberColumns+`,
+		(SELECT `+agg+` FROM `+s.keyIDsByMember("k")+` WHERE k.list = m.list AND k.address = m.address) AS key_ids
+		FROM members m
 		WHERE `+where+`
-		ORDER BY m.address, k.key_id`), args...); err != nil {
+		ORDER BY m.address`), args...); err != nil {
 		return nil, err
 	}
-	var out []Member
-	for _, r := range rows {
-		if n := len(out); n == 0 || out[n-1].Address != r.Address || out[n-1].List != r.List {
-			out = append(out, Member{
-				List:        r.List,
-				Address:     r.Address,
-				State:       r.State,
-				Fingerprint: r.Fingerprint,
-				PublicKey:   r.PublicKey,
-				CreatedAt:   r.CreatedAt.UTC(),
-				UpdatedAt:   r.UpdatedAt.UTC(),
-			})
+	out := make([]Member, len(rows))
+	for i, r := range rows {
+		out[i] = Member{
+			List:        r.List,
+			Address:     r.Address,
+			State:       r.State,
+			Fingerprint: r.Fingerprint,
+			PublicKey:   r.PublicKey,
+			CreatedAt:   r.CreatedAt.UTC(),
+			UpdatedAt:   r.UpdatedAt.UTC(),
 		}
-		if r.KeyID.Valid {
-			m := &out[len(out)-1]
-			m.KeyIDs = append(m.KeyIDs, uint64(r.KeyID.Int64))
+		if !r.KeyIDs.Valid || r.KeyIDs.String == "" {
+			continue
 		}
-	}
-	for i := range out {
-		slices.Sort(out[i].KeyIDs) // as uint64; the database orders them signed
+		for _, f := range strings.Split(r.KeyIDs.String, ",") {
+			id, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("key ids of %s: %w", r.Address, err)
+			}
+			out[i].KeyIDs = append(out[i].KeyIDs, uint64(id)) // stored signed
+		}
+		slices.Sort(out[i].KeyIDs)
 	}
 	return out, nil
+}
+
+// keyIDsByMember names member_key_ids for statements that select a
+// member's rows (list and address). SQLite, without ANALYZE statistics,
+// takes the primary key (list, key_id, address), which only narrows to
+// the list, so every member scans all the list's key IDs: reading 10,000
+// members took 31 s (BenchmarkMembers), 0.16 s through the index on
+// (list, address). PostgreSQL's planner finds that index alone.
+// alias, when not empty, names the table in the statement.
+func (s *Store) keyIDsByMember(alias string) string {
+	t := "member_key_ids"
+	if alias != "" {
+		t += " " + alias
+	}
+	if s.engine == EngineSQLite {
+		t += " INDEXED BY member_key_ids_member"
+	}
+	return t
 }
 
 // RemoveMember deletes the member and its key IDs and bumps the list's
@@ -187,7 +215,7 @@ func (s *Store) RemoveMember(ctx context.Context, list, addr string) error {
 		if err := bumpKeysVersion(ctx, tx, list); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM member_key_ids WHERE list = ? AND address = ?`), list, addr); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM `+s.keyIDsByMember("")+` WHERE list = ? AND address = ?`), list, addr); err != nil {
 			return fmt.Errorf("delete key ids: %w", err)
 		}
 		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM members WHERE list = ? AND address = ?`), list, addr)

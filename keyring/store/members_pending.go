@@ -217,7 +217,7 @@ func (s *Store) ApplyKeyStep(ctx context.Context, st KeyStep) error {
 			}
 		}
 		if st.RemoveMember {
-			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM member_key_ids WHERE list = ? AND address = ?`), st.List, st.Address); err != nil {
+			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM `+s.keyIDsByMember("")+` WHERE list = ? AND address = ?`), st.List, st.Address); err != nil {
 				return fmt.Errorf("delete key ids: %w", err)
 			}
 			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM members WHERE list = ? AND address = ?`), st.List, st.Address); err != nil {
@@ -348,7 +348,7 @@ func putMemberTx(ctx context.Context, tx *sqlx.Tx, s *Store, m Member, now time.
 		m.List, m.Address, m.State, m.Fingerprint, m.PublicKey, created, now); err != nil {
 		return fmt.Errorf("put member: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM member_key_ids WHERE list = ? AND address = ?`), m.List, m.Address); err != nil {
+	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM `+s.keyIDsByMember("")+` WHERE list = ? AND address = ?`), m.List, m.Address); err != nil {
 		return fmt.Errorf("clear key ids: %w", err)
 	}
 	ids := slices.Clone(m.KeyIDs)
