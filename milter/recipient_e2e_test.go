@@ -213,4 +213,5 @@ func TestNoWayAroundTheMilter(t *testing.T) {
 			t.Errorf("responder transport: %s", line)
 		}
 	}
+	t.Logf("through postfix: %d spellings of the list taken for it, %d ways around the milter bounced, request and bounce addresses routed to the responder", len(spellings), len(attacks))
 }
