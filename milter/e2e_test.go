@@ -46,7 +46,7 @@ func endToEnd(t *testing.T, mta string) {
 	alice := site.AddMember(t, "alice@example.org")
 	bob := site.AddMember(t, "bob@example.org")
 	// bob moderates: the notice of a held post is encrypted to him.
-	editPolicy(t, site, "moderators = []", `moderators = ["bob@example.org"]`)
+	site.EditPolicy(t, "moderators = []", `moderators = ["bob@example.org"]`)
 
 	// A member whose key and post come from real GnuPG.
 	g := pgptest.NewGPG(t)
@@ -169,7 +169,7 @@ func endToEnd(t *testing.T, mta string) {
 
 	// Held: with post.signed = "hold" a member's unsigned post is taken
 	// (250), stored, and only its moderator hears of it until approved.
-	editPolicy(t, site, `signed = "require"`, `signed = "hold"`)
+	site.EditPolicy(t, `signed = "require"`, `signed = "hold"`)
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)
 	}

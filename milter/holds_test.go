@@ -42,7 +42,7 @@ func newHoldEnv(t *testing.T, database, moderators string) *holdEnv {
 	e := &holdEnv{site: site, sink: sink, now: time.Now().UTC().Truncate(time.Second), logs: newLogWatch()}
 	e.alice = site.AddMember(t, "alice@example.org")
 	if moderators != "" {
-		editPolicy(t, site, "moderators = []", "moderators = "+moderators)
+		site.EditPolicy(t, "moderators = []", "moderators = "+moderators)
 	}
 	site.Admin.Now = func() time.Time { return e.now }
 	return e

@@ -3,8 +3,6 @@ package milter_test
 import (
 	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -82,7 +80,7 @@ func outboundInterop(t *testing.T, mta string, hidden bool) {
 	requireMTA(t, mta)
 	site := milterfix.New(t, milterfix.Options{})
 	if !hidden {
-		editPolicy(t, site, "hide_recipients = true", "hide_recipients = false")
+		site.EditPolicy(t, "hide_recipients = true", "hide_recipients = false")
 	}
 	ctx := context.Background()
 	alice := site.AddMember(t, "alice@example.org")
@@ -205,18 +203,5 @@ func checkKeyIDs(t *testing.T, armored []byte, hidden bool) {
 	}
 	if n == 0 {
 		t.Fatal("no key packets")
-	}
-}
-
-// editPolicy replaces old by new in the list's policy file.
-func editPolicy(t *testing.T, site *milterfix.Site, old, new string) {
-	t.Helper()
-	pf := filepath.Join(site.Config.PolicyDir, milterfix.List+".toml")
-	src, err := os.ReadFile(pf)
-	if err != nil || !bytes.Contains(src, []byte(old)) {
-		t.Fatalf("policy %s lacks %q: %v", pf, old, err)
-	}
-	if err := os.WriteFile(pf, bytes.Replace(src, []byte(old), []byte(new), 1), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -530,7 +530,7 @@ func TestNoPlaintextInRepliesOrLogs(t *testing.T) {
 // the author's key over the inner entity.
 func TestKeepSenderSignature(t *testing.T) {
 	f := newFixture(t, "")
-	editPolicy(t, f.site, "keep_sender_signature = false", "keep_sender_signature = true")
+	f.site.EditPolicy(t, "keep_sender_signature = false", "keep_sender_signature = true")
 	if err := f.d.Reload(); err != nil {
 		t.Fatal(err)
 	}

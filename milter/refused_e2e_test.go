@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,21 +16,10 @@ import (
 	"github.com/listcrypt/listcrypt/milter/reinject"
 )
 
-// setBatchSize rewrites the fixture list's distribute.batch_size.
+// setBatchSize sets the fixture list's distribute.batch_size.
 func setBatchSize(t *testing.T, site *milterfix.Site, n int) {
 	t.Helper()
-	file := filepath.Join(site.Config.PolicyDir, milterfix.List+".toml")
-	src, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := bytes.Replace(src, []byte("batch_size = 50"), []byte(fmt.Sprintf("batch_size = %d", n)), 1)
-	if bytes.Equal(out, src) {
-		t.Fatal("no batch_size = 50 in the fixture policy")
-	}
-	if err := os.WriteFile(file, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	site.EditPolicy(t, "batch_size = 50", fmt.Sprintf("batch_size = %d", n))
 }
 
 // The reinjection listener refuses single members: a 550 takes only that

@@ -200,7 +200,7 @@ func TestDistributedBytesAreVerifiedBytes(t *testing.T) {
 		t.Run(fmt.Sprintf("keep_sender_signature=%v", keep), func(t *testing.T) {
 			f := newFixture(t, "encrypted = \"allow\"")
 			if keep {
-				editPolicy(t, f.site, "keep_sender_signature = false", "keep_sender_signature = true")
+				f.site.EditPolicy(t, "keep_sender_signature = false", "keep_sender_signature = true")
 				if err := f.d.Reload(); err != nil {
 					t.Fatal(err)
 				}
@@ -758,7 +758,7 @@ func TestMembersReadExactlyTheSignedBytes(t *testing.T) {
 		t.Run(fmt.Sprintf("keep_sender_signature=%v", keep), func(t *testing.T) {
 			f := newFixture(t, "encrypted = \"allow\"")
 			if keep {
-				editPolicy(t, f.site, "keep_sender_signature = false", "keep_sender_signature = true")
+				f.site.EditPolicy(t, "keep_sender_signature = false", "keep_sender_signature = true")
 				if err := f.d.Reload(); err != nil {
 					t.Fatal(err)
 				}
@@ -1019,7 +1019,7 @@ func TestHeldPostNotifiesModerators(t *testing.T) {
 	site := milterfix.New(t, milterfix.Options{Reinject: sink.Addr(), Policy: `signed = "hold"`})
 	f := &fixture{site: site}
 	f.alice = site.AddMember(t, "alice@example.org")
-	editPolicy(t, site, "moderators = []", `moderators = ["alice@example.org", "mod@example.net"]`)
+	site.EditPolicy(t, "moderators = []", `moderators = ["alice@example.org", "mod@example.net"]`)
 	f.d, f.logs = startDaemon(t, site)
 	f.mta = newMTA(t, f.d)
 	const canary = "CANARY-held-8d1e"

@@ -352,7 +352,20 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 			}
 		}
 	}()
-	dl := deliver.New(deliver.Options{Store: s.Store, Keys: keys, Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler)})
+	// And check it right before each batch: a process stopped longer than
+	// the lease (Ctrl-Z) wakes up without sending a batch whose members
+	// the new holder serves.
+	fence := func(ctx context.Context) error {
+		ok, holder, err := s.Store.ClaimPost(ctx, hp.List, postID, owner, holdLease, s.Now())
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("the claim on the delivery passed to %s", holder)
+		}
+		return nil
+	}
+	dl := deliver.New(deliver.Options{Store: s.Store, Keys: keys, Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler), Fence: fence})
 	r, err := dl.Distribute(dctx, p, hp.Raw)
 	cancel(nil)
 	<-renewed

@@ -16,9 +16,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -43,6 +45,13 @@ type Options struct {
 	// Metrics counts batches, recipients and reinjection errors (nil:
 	// none).
 	Metrics *metrics.Metrics
+	// Fence, when set, is called right before each batch goes to the
+	// MTA; an error stops the delivery there, that batch unsent. "hold
+	// approve" checks (and renews) its claim on the post with it: a
+	// process stopped longer than its lease (Ctrl-Z, a frozen VM) whose
+	// claim passed to another must not send one more batch when it
+	// wakes up (docs/outbound.md, "Holds").
+	Fence func(ctx context.Context) error
 }
 
 // Deliverer delivers posts for one site. Safe for concurrent use; the
@@ -257,11 +266,23 @@ func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *out
 			break
 		}
 		b.Number += lastBatch
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			// A panic here (a bug) would kill the daemon: nothing above
+			// this goroutine can recover it. It fails the delivery with
+			// its stack instead (logged at Error by the caller), and the
+			// retry resumes from the records.
+			defer func() {
+				if v := recover(); v != nil {
+					err = fmt.Errorf("panic while delivering batch %d: %v\n%s", b.Number, v, debug.Stack())
+				}
+			}()
 			if failed.Err() != nil {
 				// Another batch failed, or the caller's context ended:
 				// this batch is not sent, and the delivery is no success.
 				return context.Cause(failed)
+			}
+			if h := batchHook.Load(); h != nil {
+				(*h)(b.Number)
 			}
 			// ctx, not failed: a batch in flight runs to its record.
 			return d.submit(ctx, dl, b.Number, b.EnvelopeFrom, b.Recipients, &b)
@@ -279,6 +300,10 @@ func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *out
 	return nil
 }
 
+// batchHook, set by tests only, runs in each batch's goroutine before
+// the batch is sent (to make it panic on purpose).
+var batchHook atomic.Pointer[func(number int)]
+
 // submit hands one batch to the MTA and records it. The records follow
 // the MTA's answer: a crash in between can at worst repeat this one
 // batch on retry, never lose it. Members refused permanently at RCPT TO
@@ -289,6 +314,11 @@ func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *out
 // is streamed to the MTA from msg (Batch.WriteTo), never copied whole.
 func (d *Deliverer) submit(ctx context.Context, dl *delivery, number int, from string, to []string, msg io.WriterTo) error {
 	list := dl.list.Address
+	if d.opts.Fence != nil {
+		if err := d.opts.Fence(ctx); err != nil {
+			return fmt.Errorf("batch %d not sent: %w", number, err)
+		}
+	}
 	send := d.Pool().SendEach
 	if dl.list.Bounces.VERP {
 		// Each member's copy gets its own envelope sender when the

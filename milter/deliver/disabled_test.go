@@ -2,7 +2,11 @@ package deliver_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
@@ -54,5 +58,114 @@ func TestDisabledMemberGetsNothing(t *testing.T) {
 	}
 	if r, to := post("bob is back"); r.Served != 2 || r.Disabled != 0 || !slices.Equal(to, []string{"alice@example.org", "bob@example.org"}) {
 		t.Fatalf("served %d, disabled %d, copies to %v", r.Served, r.Disabled, to)
+	}
+}
+
+// A panic in a batch's goroutine (a bug) is the delivery's error, with
+// its stack, not the end of the process; the retry serves the members
+// the failed attempt did not.
+func TestBatchPanicIsAnError(t *testing.T) {
+	site := milterfix.New(t, milterfix.Options{})
+	alice := site.AddMember(t, "alice@example.org")
+	for i := range 5 {
+		site.AddMember(t, fmt.Sprintf("m%d@example.org", i))
+	}
+	site.EditPolicy(t, "batch_size = 50", "batch_size = 2")
+	ctx := context.Background()
+	keys, err := site.Admin.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := site.Admin.Policies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := set.Lookup(milterfix.List)
+	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config})
+	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}, Body: "panics once"})
+	deliver.SetBatchHook(func(n int) {
+		if n == 2 {
+			panic("batch bug")
+		}
+	})
+	_, err = d.Distribute(ctx, p, msg)
+	deliver.SetBatchHook(nil)
+	if err == nil || !strings.Contains(err.Error(), "panic while delivering batch 2: batch bug") || !strings.Contains(err.Error(), "goroutine") {
+		t.Fatalf("Distribute: %v", err)
+	}
+	r, err := d.Distribute(ctx, p, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, c := range site.Reinjected.Messages() {
+		for _, a := range c.To {
+			n[a]++
+		}
+	}
+	if len(n) != 6 || r.Served == 0 {
+		t.Fatalf("after the retry: copies %v, served %d", n, r.Served)
+	}
+	for a, c := range n {
+		if c != 1 {
+			t.Errorf("%s got %d copies", a, c)
+		}
+	}
+}
+
+// A fence that fails (the claim passed to another process) stops the
+// delivery before the next batch: that batch and the later ones are not
+// sent by this attempt, and the retry sends each of them once.
+func TestFenceStopsBeforeTheBatch(t *testing.T) {
+	site := milterfix.New(t, milterfix.Options{})
+	alice := site.AddMember(t, "alice@example.org")
+	for i := range 5 {
+		site.AddMember(t, fmt.Sprintf("m%d@example.org", i))
+	}
+	site.EditPolicy(t, "batch_size = 50", "batch_size = 2")
+	ctx := context.Background()
+	keys, err := site.Admin.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := site.Admin.Policies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := set.Lookup(milterfix.List)
+	var calls atomic.Int32
+	fence := func(context.Context) error {
+		if calls.Add(1) > 1 {
+			return errors.New("the claim passed to another host")
+		}
+		return nil
+	}
+	site.Config.Reinject.Connections = 1 // one batch at a time: the second meets the fence
+	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config, Fence: fence})
+	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}, Body: "fenced"})
+	_, err = d.Distribute(ctx, p, msg)
+	if err == nil || !strings.Contains(err.Error(), "not sent: the claim passed to another host") {
+		t.Fatalf("Distribute: %v", err)
+	}
+	if n := len(site.Reinjected.Messages()); n != 1 {
+		t.Fatalf("%d batches sent past a failed fence, want 1", n)
+	}
+	d = deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config})
+	if _, err := d.Distribute(ctx, p, msg); err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, c := range site.Reinjected.Messages() {
+		for _, a := range c.To {
+			n[a]++
+		}
+	}
+	if len(n) != 6 {
+		t.Fatalf("copies %v", n)
+	}
+	for a, c := range n {
+		if c != 1 {
+			t.Errorf("%s got %d copies", a, c)
+		}
 	}
 }

@@ -171,6 +171,20 @@ func NewKey(t testing.TB, addr string) *openpgp.Entity {
 	return e
 }
 
+// EditPolicy replaces the first old in the fixture list's policy file
+// by new; the test fails if the file lacks old.
+func (s *Site) EditPolicy(t testing.TB, old, new string) {
+	t.Helper()
+	pf := filepath.Join(s.Config.PolicyDir, List+".toml")
+	src, err := os.ReadFile(pf)
+	if err != nil || !bytes.Contains(src, []byte(old)) {
+		t.Fatalf("policy %s lacks %q: %v", pf, old, err)
+	}
+	if err := os.WriteFile(pf, bytes.Replace(src, []byte(old), []byte(new), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // AddMember generates a key for addr and registers it on the list.
 func (s *Site) AddMember(t testing.TB, addr string) *openpgp.Entity {
 	t.Helper()

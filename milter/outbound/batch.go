@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 
@@ -327,9 +328,9 @@ func (p *Prepared) Stream(recipients []Recipient) (*BatchStream, error) {
 	g.SetLimit(p.p.Workers)
 	for lo := 0; lo < n; lo += chunk {
 		hi := min(lo+chunk, n)
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			defer recovered(&err, "resolving member keys")
 			for i := lo; i < hi; i++ {
-				var err error
 				if members[i], err = p.resolve(recipients[i]); err != nil {
 					return err
 				}
@@ -416,23 +417,8 @@ func (s *BatchStream) work() {
 			return
 		}
 		u := s.units[i]
-		sl := &s.slots[u.batch]
-		base := u.batch * s.size
-		if sl.failed.Load() == nil {
-			for j := u.lo; j < u.hi; j++ {
-				m := &s.mems[j]
-				var buf bytes.Buffer
-				pub, err := m.key.PublicKey()
-				if err == nil {
-					err = packet.SerializeEncryptedKeyAEADwithHiddenOption(&buf, pub, s.suite[u.batch].cipher, s.suite[u.batch].aead, s.vars[u.batch].key, s.p.p.HideRecipients, s.p.cfg)
-				}
-				if err != nil {
-					err = fmt.Errorf("outbound: recipient %s: encrypt session key: %w", m.addr, err)
-					sl.failed.CompareAndSwap(nil, &err)
-					break
-				}
-				sl.pkesk[j-base] = buf.Bytes()
-			}
+		if s.slots[u.batch].failed.Load() == nil {
+			s.makeUnit(u)
 		}
 		s.finish(u.batch)
 	}
@@ -443,6 +429,50 @@ func (s *BatchStream) work() {
 		err := errStreamStopped
 		s.slots[b].failed.CompareAndSwap(nil, &err)
 		s.finish(b)
+	}
+}
+
+// makeUnit makes the key packets of one unit. A panic (a bug) fails
+// the unit's batch with the panic and its stack, and the delivery stops
+// with that error: it must not kill the daemon from a worker goroutine,
+// where nothing else can recover it.
+func (s *BatchStream) makeUnit(u unit) {
+	sl := &s.slots[u.batch]
+	var err error
+	defer func() {
+		if err != nil {
+			sl.failed.CompareAndSwap(nil, &err)
+		}
+	}()
+	defer recovered(&err, fmt.Sprintf("making the key packets of batch %d", u.batch+1))
+	if h := unitHook.Load(); h != nil {
+		(*h)(u.batch)
+	}
+	base := u.batch * s.size
+	for j := u.lo; j < u.hi; j++ {
+		m := &s.mems[j]
+		var buf bytes.Buffer
+		pub, perr := m.key.PublicKey()
+		if perr == nil {
+			perr = packet.SerializeEncryptedKeyAEADwithHiddenOption(&buf, pub, s.suite[u.batch].cipher, s.suite[u.batch].aead, s.vars[u.batch].key, s.p.p.HideRecipients, s.p.cfg)
+		}
+		if perr != nil {
+			err = fmt.Errorf("outbound: recipient %s: encrypt session key: %w", m.addr, perr)
+			return
+		}
+		sl.pkesk[j-base] = buf.Bytes()
+	}
+}
+
+// unitHook, set by tests only, runs before each unit (to make a worker
+// panic on purpose).
+var unitHook atomic.Pointer[func(batch int)]
+
+// recovered turns a panic into *err, with the panic's stack (a bug, to be
+// logged at Error by whoever gets the error). Use as a deferred call.
+func recovered(err *error, doing string) {
+	if v := recover(); v != nil {
+		*err = fmt.Errorf("outbound: panic while %s: %v\n%s", doing, v, debug.Stack())
 	}
 }
 
@@ -458,11 +488,19 @@ func (s *BatchStream) finish(b int) {
 		// Later batches are not needed: the caller stops at the first
 		// error.
 		s.stop.Store(true)
-	} else {
-		sl.b = s.assemble(b)
+	} else if err := s.safeAssemble(b); err != nil {
+		sl.err = err
+		s.stop.Store(true)
 	}
 	sl.pkesk = nil
 	close(sl.done)
+}
+
+// safeAssemble assembles batch b into its slot; a panic is an error.
+func (s *BatchStream) safeAssemble(b int) (err error) {
+	defer recovered(&err, fmt.Sprintf("assembling batch %d", b+1))
+	s.slots[b].b = s.assemble(b)
+	return nil
 }
 
 var errStreamStopped = errors.New("outbound: batch stream stopped after an earlier error")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -113,4 +114,42 @@ func TestStreamEmpty(t *testing.T) {
 		t.Fatalf("Next on a nil stream: %v", err)
 	}
 	s.Close()
+}
+
+// TestStreamWorkerPanic: a panic in a worker goroutine (a bug) fails its
+// batch with the panic and its stack instead of killing the process;
+// the batches before it are whole, Next after it keeps the error.
+func TestStreamWorkerPanic(t *testing.T) {
+	rs := recipients(t, 40, legacyX25519)
+	params := testParams(t)
+	params.BatchSize = 10
+	params.Workers = 2
+	pr, err := Prepare(testPost(), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := func(batch int) {
+		if batch == 2 {
+			panic("worker bug")
+		}
+	}
+	unitHook.Store(&hook)
+	defer unitHook.Store(nil)
+	s, err := pr.Stream(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 2 {
+		if _, err := s.Next(); err != nil {
+			t.Fatalf("batch %d: %v", i+1, err)
+		}
+	}
+	_, err = s.Next()
+	if err == nil || !strings.Contains(err.Error(), "panic while making the key packets of batch 3: worker bug") || !strings.Contains(err.Error(), "makeUnit") {
+		t.Fatalf("batch 3: %v", err)
+	}
+	if _, again := s.Next(); again == nil || again.Error() != err.Error() {
+		t.Fatalf("Next after the error: %v", again)
+	}
 }
