@@ -26,15 +26,7 @@ func TestDeliverResumesAndServesEachMemberOnce(t *testing.T) {
 	carol := site.AddMember(t, "carol@example.org")
 	member := map[string]*openpgp.Entity{"alice@example.org": alice, "carol@example.org": carol}
 	ctx := context.Background()
-	keys, err := site.Admin.Keys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := site.Admin.Policies()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := set.Lookup(milterfix.List)
+	p, keys := listOf(t, site)
 	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config})
 
 	const text = "delivered on its own"
@@ -102,15 +94,7 @@ func TestDeliverCancelledBetweenBatchesIsAnError(t *testing.T) {
 	for _, m := range []string{"bob@example.org", "carol@example.org", "dave@example.org"} {
 		site.AddMember(t, m)
 	}
-	keys, err := site.Admin.Keys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := site.Admin.Policies()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := set.Lookup(milterfix.List)
+	p, keys := listOf(t, site)
 	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config})
 	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}})
 

@@ -11,8 +11,10 @@ import (
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
+	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/milter/deliver"
 	"github.com/listcrypt/listcrypt/milter/milterfix"
+	"github.com/listcrypt/listcrypt/policy"
 )
 
 // A member whose delivery is disabled (bounces, or an admin) gets no
@@ -22,15 +24,7 @@ func TestDisabledMemberGetsNothing(t *testing.T) {
 	alice := site.AddMember(t, "alice@example.org")
 	site.AddMember(t, "bob@example.org")
 	ctx := context.Background()
-	keys, err := site.Admin.Keys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := site.Admin.Policies()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := set.Lookup(milterfix.List)
+	p, keys := listOf(t, site)
 	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config})
 	if _, err := site.Admin.Store.SetDelivery(ctx, milterfix.List, "bob@example.org", false, site.Admin.Now()); err != nil {
 		t.Fatal(err)
@@ -72,15 +66,7 @@ func TestBatchPanicIsAnError(t *testing.T) {
 	}
 	site.EditPolicy(t, "batch_size = 50", "batch_size = 2")
 	ctx := context.Background()
-	keys, err := site.Admin.Keys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := site.Admin.Policies()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := set.Lookup(milterfix.List)
+	p, keys := listOf(t, site)
 	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config})
 	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}, Body: "panics once"})
 	deliver.SetBatchHook(func(n int) {
@@ -88,7 +74,7 @@ func TestBatchPanicIsAnError(t *testing.T) {
 			panic("batch bug")
 		}
 	})
-	_, err = d.Distribute(ctx, p, msg)
+	_, err := d.Distribute(ctx, p, msg)
 	deliver.SetBatchHook(nil)
 	if err == nil || !strings.Contains(err.Error(), "panic while delivering batch 2: batch bug") || !strings.Contains(err.Error(), "goroutine") {
 		t.Fatalf("Distribute: %v", err)
@@ -124,15 +110,7 @@ func TestFenceStopsBeforeTheBatch(t *testing.T) {
 	}
 	site.EditPolicy(t, "batch_size = 50", "batch_size = 2")
 	ctx := context.Background()
-	keys, err := site.Admin.Keys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := site.Admin.Policies()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := set.Lookup(milterfix.List)
+	p, keys := listOf(t, site)
 	var calls atomic.Int32
 	fence := func(context.Context) error {
 		if calls.Add(1) > 1 {
@@ -143,7 +121,7 @@ func TestFenceStopsBeforeTheBatch(t *testing.T) {
 	site.Config.Reinject.Connections = 1 // one batch at a time: the second meets the fence
 	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config, Fence: fence})
 	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}, Body: "fenced"})
-	_, err = d.Distribute(ctx, p, msg)
+	_, err := d.Distribute(ctx, p, msg)
 	if err == nil || !strings.Contains(err.Error(), "not sent: the claim passed to another host") {
 		t.Fatalf("Distribute: %v", err)
 	}
@@ -168,4 +146,18 @@ func TestFenceStopsBeforeTheBatch(t *testing.T) {
 			t.Errorf("%s got %d copies", a, c)
 		}
 	}
+}
+
+// listOf returns the fixture list's policy and the site's keys.
+func listOf(t *testing.T, site *milterfix.Site) (*policy.Policy, *keyring.Cache) {
+	t.Helper()
+	keys, err := site.Admin.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := site.Admin.Policies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set.Lookup(milterfix.List), keys
 }
