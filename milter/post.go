@@ -160,7 +160,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		start := time.Now()
 		switch o.decision.Action {
 		case policy.Hold:
-			infos[i].holdID, o.err = srv.hold(ctx, s, o.list, msg, o.decision)
+			infos[i].holdID, o.err = srv.hold(ctx, s, o.list, msg, o.decision, o.postID)
 		case policy.Accept:
 			var dr deliver.Result
 			if dr, o.err = srv.deliver(ctx, o.list, msg, ex, i, o.postID); o.err == nil {
@@ -426,7 +426,7 @@ func (srv *Server) deliver(ctx context.Context, p *policy.Policy, msg []byte, ex
 
 // hold stores the post for a moderator, encrypted to the list key: never
 // in clear, whatever the sender sent.
-func (srv *Server) hold(ctx context.Context, s *session, p *policy.Policy, msg []byte, d policy.Decision) (int64, error) {
+func (srv *Server) hold(ctx context.Context, s *session, p *policy.Policy, msg []byte, d policy.Decision, postID []byte) (int64, error) {
 	listKey, err := srv.opts.Keys.ListKey(ctx, p.Address)
 	if err != nil {
 		return 0, err
@@ -438,6 +438,7 @@ func (srv *Server) hold(ctx context.Context, s *session, p *policy.Policy, msg [
 	id, err := srv.opts.Store.AddHold(ctx, store.Hold{
 		List: p.Address, Sender: s.from, Recipients: []string{p.Address},
 		Reason: d.Reason, Message: sealed, State: "held", CreatedAt: srv.opts.Now().UTC(),
+		PostID: postID, // a retried transaction finds its hold
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store held post: %w", err)

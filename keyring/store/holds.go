@@ -36,6 +36,9 @@ type Hold struct {
 	Recipients []string
 	Reason     string
 	Message    []byte // opaque, already encrypted by the caller
+	// PostID is the post's id (deliver.PostID), or nil: AddHold keeps one
+	// hold per list and post id.
+	PostID []byte
 	State      string // HoldHeld, HoldApproved or HoldRejected
 	CreatedAt  time.Time
 	// ExpiredAt is when the hold expired (post.hold_expiry); an expired
@@ -116,7 +119,8 @@ func validHoldState(s string) bool {
 }
 
 // AddHold stores a held post and returns its id. ID is ignored; an empty
-// State means HoldHeld and a zero CreatedAt means now.
+// State means HoldHeld and a zero CreatedAt means now. A post id held
+// before on the list returns that hold's id and stores nothing.
 func (s *Store) AddHold(ctx context.Context, h Hold) (int64, error) {
 	if h.State == "" {
 		h.State = HoldHeld
@@ -132,11 +136,22 @@ func (s *Store) AddHold(ctx context.Context, h Hold) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: add hold on %q: %w", h.List, err)
 	}
+	var postID any // NULL without one
+	if len(h.PostID) > 0 {
+		postID = h.PostID
+	}
 	var id int64
-	if err := s.db.GetContext(ctx, &id, s.q(`INSERT INTO holds
-		(list, sender, recipients, reason, message, state, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`),
-		h.List, h.Sender, string(rj), h.Reason, nonNil(h.Message), h.State, nowOr(h.CreatedAt)); err != nil {
+	err = s.db.GetContext(ctx, &id, s.q(`INSERT INTO holds
+		(list, sender, recipients, reason, message, state, created_at, post_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (list, post_id) DO NOTHING RETURNING id`),
+		h.List, h.Sender, string(rj), h.Reason, nonNil(h.Message), h.State, nowOr(h.CreatedAt), postID)
+	if errors.Is(err, sql.ErrNoRows) && postID != nil {
+		// Held before (a retried transaction): that hold, whatever
+		// became of it since.
+		err = s.db.GetContext(ctx, &id, s.q(`SELECT id FROM holds WHERE list = ? AND post_id = ?`), h.List, h.PostID)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("store: add hold on %q: %w", h.List, err)
 	}
 	return id, nil

@@ -218,3 +218,37 @@ func TestHoldDelivery(t *testing.T) {
 		}
 	})
 }
+
+// One hold per list and post id: adding it again returns the first
+// hold's id, whatever its state; holds without a post id never clash.
+func TestAddHoldOncePerPost(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		mkList(t, s, listAddr)
+		mkList(t, s, "other@lists.example.org")
+		h := store.Hold{List: listAddr, Sender: "m@example.org", Reason: "non-member", Message: []byte("sealed"), PostID: []byte("post-1")}
+		first, err := s.AddHold(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetHoldState(ctx, first, store.HoldHeld, store.HoldRejected); err != nil {
+			t.Fatal(err)
+		}
+		again, err := s.AddHold(ctx, h)
+		if err != nil || again != first {
+			t.Fatalf("again: %d %v, want %d", again, err, first)
+		}
+		h2 := h
+		h2.List = "other@lists.example.org"
+		if other, err := s.AddHold(ctx, h2); err != nil || other == first {
+			t.Fatalf("the same post on another list: %d %v", other, err)
+		}
+		h3 := h
+		h3.PostID = nil
+		a, err1 := s.AddHold(ctx, h3)
+		b, err2 := s.AddHold(ctx, h3)
+		if err1 != nil || err2 != nil || a == b {
+			t.Fatalf("holds without a post id: %d %d %v %v", a, b, err1, err2)
+		}
+	})
+}

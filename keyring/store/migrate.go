@@ -183,6 +183,12 @@ CREATE TABLE bounce_counts (
 	n    BIGINT NOT NULL DEFAULT 0,
 	PRIMARY KEY (list, kind)
 )`,
+	// 10: a held post names its post id, once per list: the retry of a
+	// transaction that failed after its hold was stored (the MTA or the
+	// milter died before the answer) finds that hold instead of adding a
+	// second one. Holds from before have none (NULLs never clash).
+	`ALTER TABLE holds ADD COLUMN post_id {{BLOB}};
+CREATE UNIQUE INDEX holds_post ON holds(list, post_id)`,
 }
 
 // typeMap holds the per-engine spelling of the types that differ.
