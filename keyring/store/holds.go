@@ -38,9 +38,9 @@ type Hold struct {
 	Message    []byte // opaque, already encrypted by the caller
 	// PostID is the post's id (deliver.PostID), or nil: AddHold keeps one
 	// hold per list and post id.
-	PostID []byte
-	State      string // HoldHeld, HoldApproved or HoldRejected
-	CreatedAt  time.Time
+	PostID    []byte
+	State     string // HoldHeld, HoldApproved or HoldRejected
+	CreatedAt time.Time
 	// ExpiredAt is when the hold expired (post.hold_expiry); an expired
 	// hold is HoldRejected. Zero: it did not expire.
 	ExpiredAt time.Time
