@@ -80,7 +80,7 @@ func NewServer(opts Options, policies *policy.Set) *Server {
 	}
 	s := &Server{opts: opts, conns: map[*trackedConn]struct{}{}, changed: make(chan struct{}, 1), done: make(chan struct{}),
 		deliverer: deliver.New(opts)}
-	s.holds = holds.New(holds.Options{Options: opts, KeyCache: s.deliverer.KeyCache(), Lock: s.lockLists})
+	s.holds = holds.New(holds.Options{Options: opts, Lock: s.lockLists})
 	s.claimer = deliver.NewClaimer()
 	s.policies.Store(policies)
 	s.mil = &gomilter.Server{

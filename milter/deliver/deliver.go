@@ -13,6 +13,7 @@ package deliver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -58,8 +59,7 @@ type Options struct {
 // caller serialises work on one list's keys (go-crypto writes into
 // shared key objects).
 type Deliverer struct {
-	opts     Options
-	keyCache *outbound.KeyCache
+	opts Options
 }
 
 // New returns a Deliverer.
@@ -70,12 +70,8 @@ func New(opts Options) *Deliverer {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Deliverer{opts: opts, keyCache: outbound.NewKeyCache()}
+	return &Deliverer{opts: opts}
 }
-
-// KeyCache is the cache of member keys checked for encryption, shared
-// with whoever else encrypts to members (moderator notices).
-func (d *Deliverer) KeyCache() *outbound.KeyCache { return d.keyCache }
 
 // Post is a decided post, as members will read it.
 type Post struct {
@@ -170,7 +166,10 @@ func (d *Deliverer) distribute(ctx context.Context, dl *delivery, members *keyri
 			continue
 		}
 		e := members.Keys[members.Active[a]]
-		keyErr := d.keyCache.CanEncrypt(e, now, cfg)
+		keyErr := errNoKey
+		if e != nil {
+			keyErr = e.CanEncrypt(now, cfg)
+		}
 		switch {
 		case keyErr == nil && p.Distribute.Encrypt != "never":
 			encrypted = append(encrypted, outbound.Recipient{Address: a, Key: e})
@@ -200,7 +199,6 @@ func (d *Deliverer) distribute(ctx context.Context, dl *delivery, members *keyri
 		ListHeaders:         outbound.ListHeaders{RequestAddress: p.RequestAddress(), UnsubscribeURL: p.Distribute.UnsubscribeURL},
 		Now:                 d.opts.Now,
 		Limits:              keyring.ConfigLimits(d.opts.Config),
-		KeyCache:            d.keyCache,
 	}
 	// The batches are made while the earlier ones go to the MTA: the
 	// first goes out after its own key packets, not after all of them.
@@ -299,6 +297,9 @@ func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *out
 	}
 	return nil
 }
+
+// errNoKey: a member without a key (none stored, or unreadable).
+var errNoKey = errors.New("no key")
 
 // batchHook, set by tests only, runs in each batch's goroutine before
 // the batch is sent (to make it panic on purpose).

@@ -25,7 +25,6 @@ import (
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/store"
 	"github.com/listcrypt/listcrypt/milter/deliver"
-	"github.com/listcrypt/listcrypt/milter/outbound"
 	"github.com/listcrypt/listcrypt/milter/reinject"
 	"github.com/listcrypt/listcrypt/policy"
 	"github.com/listcrypt/listcrypt/policy/config"
@@ -43,8 +42,6 @@ type Options struct {
 	// Options are the site's store, keys and config, the log and the
 	// clock, as for a Deliverer.
 	deliver.Options
-	// KeyCache checks member keys for encryption (nil: a fresh one).
-	KeyCache *outbound.KeyCache
 	// Lock serialises work on lists' keys with other users of the same
 	// key objects (the milter's sessions); nil when nobody else uses
 	// them in this process.
@@ -61,9 +58,6 @@ func New(opts Options) *Notifier {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
-	}
-	if opts.KeyCache == nil {
-		opts.KeyCache = outbound.NewKeyCache()
 	}
 	if opts.Lock == nil {
 		opts.Lock = func(context.Context, []*policy.Policy) (func(), error) { return func() {}, nil }
@@ -304,7 +298,7 @@ func (nf *Notifier) sendNotices(ctx context.Context, p *policy.Policy, to []stri
 		addr = policy.NormalizeAddress(addr)
 		var key *openpgp.Entity
 		if fpr, ok := members.Active[addr]; ok {
-			if k := members.Keys[fpr]; k != nil && nf.opts.KeyCache.CanEncrypt(k, now, cfg) == nil {
+			if k := members.Keys[fpr]; k != nil && k.CanEncrypt(now, cfg) == nil {
 				// Parsed for this notice only (go-crypto's writer
 				// encrypts to it): a few per hold.
 				if key, err = k.Entity(); err != nil {

@@ -155,7 +155,6 @@ func benchParams(b *testing.B) Params {
 		BatchSize:      50,
 		HideRecipients: true,
 		Now:            time.Now,
-		KeyCache:       NewKeyCache(), // as the milter keeps one per process
 	}
 }
 

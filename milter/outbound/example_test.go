@@ -40,7 +40,6 @@ func Example() {
 		ListKey:        listKey,
 		HideRecipients: true,
 		Now:            clock,
-		KeyCache:       outbound.NewKeyCache(),
 	})
 	if err != nil {
 		panic(err)

@@ -140,9 +140,6 @@ type Params struct {
 	Rand io.Reader
 	// Limits are the OpenPGP limits (keyring.PacketConfig).
 	Limits keyring.Limits
-	// KeyCache is not used: each member key remembers its encryption
-	// key choice itself (see KeyCache).
-	KeyCache *KeyCache
 	// Workers is the number of goroutines computing PKESK packets.
 	// Default runtime.GOMAXPROCS(0).
 	Workers int

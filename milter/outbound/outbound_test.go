@@ -673,7 +673,7 @@ func TestMarkersAlign(t *testing.T) {
 	}
 }
 
-func TestKeyCacheHonoursExpiry(t *testing.T) {
+func TestKeyChoiceHonoursExpiry(t *testing.T) {
 	cfg := keyring.PacketConfig(keyring.DefaultLimits, fixedNow)
 	cfg.Algorithm, cfg.Curve, cfg.AEADConfig, cfg.Rand = packet.PubKeyAlgoEdDSA, packet.Curve25519, nil, seeded(11)
 	cfg.KeyLifetimeSecs = 3600
