@@ -185,6 +185,10 @@ func TestFlagsMatchPrograms(t *testing.T) {
 	for _, m := range regexp.MustCompile(`\[(--?)([A-Za-z0-9-]+)( [^\]]+)?\]`).FindAllStringSubmatch(usage, -1) {
 		got = append(got, m[1]+m[2]+map[bool]string{true: " ARG", false: ""}[m[3] != ""])
 	}
+	// A mode of its own on a usage line: "listcrypt-responder --refuse < message".
+	for _, m := range regexp.MustCompile(`(?m)^\s+listcrypt-responder (--[A-Za-z0-9-]+) <`).FindAllStringSubmatch(usage, -1) {
+		got = append(got, m[1])
+	}
 	if want := describe(responderFlags, true); strings.Join(got, ", ") != want {
 		t.Errorf("listcrypt-responder's usage line has flags %q; contrib/man/pages.go responderFlags has %q\n%s", strings.Join(got, ", "), want, usage)
 	}

@@ -30,7 +30,8 @@ var milterFlags = []flagDoc{
 
 var responderFlags = []flagDoc{
 	{Name: "c", Arg: "FILE", Doc: "Read the site config from FILE (default `" + config.DefaultPath + "`)."},
-	{Name: "recipient", Long: true, Arg: "ADDRESS", Doc: "The `LIST-request` address the MTA delivered to (Postfix pipe(8): `${recipient}`). Without it the list is taken from `Delivered-To`, `X-Original-To`, `To` or `Cc`."},
+	{Name: "recipient", Long: true, Arg: "ADDRESS", Doc: "The `LIST-request` or `LIST-bounces` address (with a VERP extension, `LIST-bounces+MEMBER@DOMAIN`) the MTA delivered to (Postfix pipe(8): `${recipient}`). Without it the list is taken from `Delivered-To`, `X-Original-To`, `To` or `Cc` (a bounce address from `Delivered-To` or `X-Original-To` only)."},
+	{Name: "refuse", Long: true, Doc: "Be the route of a list address itself on Sendmail (an alias to an include file): read the message to the end without keeping it, write the 5.7.1 refusal of Postfix's listcrypt-refuse service to standard error and exit 77 (`EX_NOPERM`), so the mail, which went around the milter, bounces to its sender and is never delivered in clear. No config, store or file is opened."},
 }
 
 // A page is one man page: its file name (NAME.SECTION) and its roff text.
@@ -121,7 +122,7 @@ func seeAlso(b *strings.Builder, self string, extra ...string) {
 		out = append(out, `\fB`+strings.ReplaceAll(n, "-", `\-`)+`\fR(`+sec+`)`)
 	}
 	b.WriteString(".SH SEE ALSO\n" + textLine(strings.Join(out, ", ")))
-	b.WriteString(textLine("The Markdown documentation in /usr/share/doc/listcrypt or the source repository's docs folder: ARCHITECTURE.md, inbound.md, outbound.md, responder.md."))
+	b.WriteString(textLine("The Markdown documentation in /usr/share/doc/listcrypt or the source repository's docs folder: ARCHITECTURE.md, inbound.md, outbound.md, responder.md, bounces.md."))
 }
 
 // siteFiles are the FILES entries every program shares, from the defaults.
@@ -166,6 +167,7 @@ func responderPage() string {
 	b.WriteString(".SH DESCRIPTION\n")
 	paragraphs(&b, "**listcrypt-responder** answers one command mail for `LIST-request@DOMAIN`, read on standard input: subscribers manage their subscription and keys by mail, with their own mail client (challenge and response, then a moderator). The MTA runs it for each such mail: a Postfix pipe(8) service (with flag `R`, so that a null envelope sender is seen) or a Sendmail prog mailer.\n\n"+
 		"It answers every command by mail, signed by the list key and encrypted to the subscriber's registered key when one is known and usable, submitted to `[reinject] address`; a reply that cannot be submitted waits in the outbox for listcrypt-milter(8). Automatic mail (RFC 3834: `Auto-Submitted`, `Precedence: bulk`, a null sender, mailer-daemon) gets no reply.\n\n"+
+		"Mail for the list's bounce address, `LIST-bounces@DOMAIN` (the envelope sender of every copy), is read in a bounce mode: a member's failure counts on its bounce score, and at `[bounces] score_threshold` its delivery is disabled (or the owners only told), see listcrypt-policy(5); auto-replies and anything else there go to the owners. bounces.md describes it.\n\n"+
 		"It must run as the user that owns listcrypt's state (it reads the passphrase file and writes the database): never root, never the MTA's user. The commands and replies are described in responder.md.")
 	options(&b, responderFlags)
 	files(&b, siteFiles()...)
@@ -178,7 +180,8 @@ func responderPage() string {
 	}{
 		{workflow.ExitOK, "", "The command was answered, refused with a reply, or deliberately ignored (automatic mail, over a reply limit)."},
 		{workflow.ExitDataErr, "EX_DATAERR", "No parseable header, no usable From address, or larger than `limits.max_message_size`. The MTA bounces the mail."},
-		{workflow.ExitNoUser, "EX_NOUSER", "The recipient is no list's request address. The MTA bounces the mail."},
+		{workflow.ExitNoUser, "EX_NOUSER", "The recipient is no list's request or bounce address. The MTA bounces the mail."},
+		{77, "EX_NOPERM", "With --refuse, always: the mail reached a list address around the milter. The MTA bounces it."},
 		{workflow.ExitTempFail, "EX_TEMPFAIL", "Anything transient: the database, the list key, and also config and usage errors, so that no mail is lost while the admin fixes them. The MTA keeps the mail and retries."},
 	} {
 		tag := fmt.Sprintf(`\fB%d\fR`, e.code)
