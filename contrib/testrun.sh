@@ -1,8 +1,11 @@
 #!/bin/bash
-# The unit and end-to-end suite as make test runs it: the whole log goes
-# to $LOG, the terminal gets each package's result, the failures in full,
-# and how many end-to-end tests ran through each MTA (the tests log a
-# line "through postfix: ..." or "through sendmail: ..." each).
+# The unit and end-to-end suite as make test runs it: the whole -v log
+# goes to $LOG; the terminal gets each package's result, how many
+# end-to-end tests ran through each MTA (the tests log a line "through
+# postfix: ..." or "through sendmail: ..." each), and each failure in
+# full: a failed test's own output (go test -v attributes output lines to
+# tests with its "=== RUN/CONT/NAME" markers), and the panic of a
+# package that timed out or crashed with the tests that were running.
 set -u
 GO=${GO:-go}
 LOG=${LOG:-bin/test.log}
@@ -18,7 +21,25 @@ for mta in postfix sendmail; do
 done
 if [ "$rc" -ne 0 ]; then
 	echo "failures:"
-	grep -E -A60 -- '^ *--- FAIL' "$LOG" | head -2000
+	awk '
+		# The test the next output lines belong to.
+		/^=== (RUN|CONT|NAME|PAUSE) / { cur = $3; next }
+		# A failed test: its own lines (the last 150), then the verdict.
+		/^ *--- FAIL: / {
+			name = $3
+			print "--- FAIL: " name
+			n = cnt[name]; from = (n > 150) ? n - 150 : 0
+			if (from > 0) print "    ... (" from " earlier lines in the log)"
+			for (i = from; i < n; i++) print lines[name, i]
+			next
+		}
+		# A package that timed out or crashed: its panic and the tests
+		# that were running.
+		/^panic: / { panicking = 40 }
+		panicking > 0 { print; panicking--; next }
+		/^(FAIL|ok|PASS)/ { cur = ""; next }
+		cur != "" { lines[cur, cnt[cur]++] = $0 }
+	' "$LOG" | head -3000
 	echo "the whole log: $LOG"
 fi
 exit "$rc"

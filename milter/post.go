@@ -160,7 +160,7 @@ func (srv *Server) endOfMessage(s *session, m *gomilter.Modifier) gomilter.Respo
 		start := time.Now()
 		switch o.decision.Action {
 		case policy.Hold:
-			infos[i].holdID, o.err = srv.hold(ctx, s, o.list, msg, o.decision, o.postID)
+			infos[i].holdID, o.err = srv.hold(ctx, s, o.list, msg, o.decision, holdKey(o.postID, infos[i].claimed, s.from))
 		case policy.Accept:
 			var dr deliver.Result
 			if dr, o.err = srv.deliver(ctx, o.list, msg, ex, i, o.postID); o.err == nil {
@@ -250,6 +250,22 @@ func envelopeDigest(postID []byte, envelopeFrom string) []byte {
 	h.Write([]byte{0})
 	h.Write([]byte(policy.NormalizeAddress(envelopeFrom)))
 	return h.Sum(nil)
+}
+
+// holdKey is the key a hold is stored under, once per list (AddHold),
+// so that the sender's MTA retrying a transaction whose answer was lost
+// finds its hold: the post id; for a replay held for a moderator (whose
+// post id is the earlier post's), the post id with the envelope sender,
+// so that the retry of this transaction finds this hold and another
+// envelope's replay is its own hold. Nil (no key) without a claim.
+func holdKey(postID, claimed []byte, envelopeFrom string) []byte {
+	switch {
+	case postID != nil:
+		return postID
+	case claimed != nil:
+		return envelopeDigest(claimed, envelopeFrom)
+	}
+	return nil
 }
 
 // decide maps the examination of msg through the policy of list p (the

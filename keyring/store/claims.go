@@ -69,6 +69,30 @@ func (s *Store) ReleaseClaim(ctx context.Context, list string, postID []byte, ow
 	return n > 0, nil
 }
 
+// RenewClaim extends owner's claim on the post to now+lease, only while
+// owner still holds it: a claim taken over by another, or released (the
+// other finished), is not created again. It reports whether owner holds
+// the claim. A holder checks it before each step that must not be done
+// twice ("hold approve" before each batch): ClaimPost would insert a
+// fresh claim where the row is gone, and a process stopped past its lease
+// would then repeat what the other holder finished.
+func (s *Store) RenewClaim(ctx context.Context, list string, postID []byte, owner string, lease time.Duration, now time.Time) (bool, error) {
+	if len(postID) == 0 || owner == "" || lease <= 0 {
+		return false, fmt.Errorf("store: renew claim on %q: empty post id or owner, or no lease", list)
+	}
+	now = nowOr(now)
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE post_claims SET lease_until = ?
+		WHERE list = ? AND post_id = ? AND owner = ?`), ts(now.Add(lease)), list, postID, owner)
+	if err != nil {
+		return false, fmt.Errorf("store: renew claim on %q: %w", list, err)
+	}
+	n, err := affected(res)
+	if err != nil {
+		return false, fmt.Errorf("store: renew claim on %q: %w", list, err)
+	}
+	return n == 1, nil
+}
+
 // TakeOverClaim moves the claim on the post from a holder known to be
 // dead (a process of this machine that no longer runs) to owner before
 // its lease ends, in one statement: nothing changes unless from still

@@ -187,3 +187,35 @@ func TestTakeOverClaim(t *testing.T) {
 		}
 	})
 }
+
+// RenewClaim extends only a claim its owner still holds: never one taken
+// over, never one released (it is not created again).
+func TestRenewClaim(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		mkList(t, s, listAddr)
+		id := []byte("post")
+		if ok, _, err := s.ClaimPost(ctx, listAddr, id, "a", time.Minute, t0); err != nil || !ok {
+			t.Fatalf("claim: %v %v", ok, err)
+		}
+		// Lapsed but nobody took it: still a's.
+		if ok, err := s.RenewClaim(ctx, listAddr, id, "a", time.Minute, t0.Add(5*time.Minute)); err != nil || !ok {
+			t.Fatalf("renew a lapsed own claim: %v %v", ok, err)
+		}
+		if ok, _, err := s.ClaimPost(ctx, listAddr, id, "b", time.Minute, t0.Add(10*time.Minute)); err != nil || !ok {
+			t.Fatalf("b takes over: %v %v", ok, err)
+		}
+		if ok, err := s.RenewClaim(ctx, listAddr, id, "a", time.Minute, t0.Add(10*time.Minute)); err != nil || ok {
+			t.Fatalf("a renews b's claim: %v %v", ok, err)
+		}
+		if _, err := s.ReleaseClaim(ctx, listAddr, id, "b"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.RenewClaim(ctx, listAddr, id, "a", time.Minute, t0.Add(11*time.Minute)); err != nil || ok {
+			t.Fatalf("a renews a released claim: %v %v", ok, err)
+		}
+		if ok, holder, err := s.ClaimPost(ctx, listAddr, id, "c", time.Minute, t0.Add(11*time.Minute)); err != nil || !ok || holder != "c" {
+			t.Fatalf("the released claim was created again by a renewal: %v %q %v", ok, holder, err)
+		}
+	})
+}

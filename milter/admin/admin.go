@@ -344,9 +344,9 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 			case <-dctx.Done():
 				return
 			case <-tick.C:
-				ok, holder, err := s.Store.ClaimPost(dctx, hp.List, postID, owner, holdLease, s.Now())
+				ok, err := s.Store.RenewClaim(dctx, hp.List, postID, owner, holdLease, s.Now())
 				if err == nil && !ok {
-					cancel(fmt.Errorf("the claim on the delivery passed to %s", holder))
+					cancel(errors.New("the claim on the delivery passed to another process"))
 					return
 				}
 			}
@@ -356,12 +356,14 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 	// the lease (Ctrl-Z) wakes up without sending a batch whose members
 	// the new holder serves.
 	fence := func(ctx context.Context) error {
-		ok, holder, err := s.Store.ClaimPost(ctx, hp.List, postID, owner, holdLease, s.Now())
+		ok, err := s.Store.RenewClaim(ctx, hp.List, postID, owner, holdLease, s.Now())
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("the claim on the delivery passed to %s", holder)
+			// Taken over, or already released by the process that took
+			// it over and finished: never claimed afresh here.
+			return errors.New("the claim on the delivery passed to another process")
 		}
 		return nil
 	}

@@ -101,6 +101,9 @@ type delivery struct {
 	postID []byte
 	res    Result
 	mu     sync.Mutex // guards res while batches go out in parallel
+	// verpWarned: the warning that the listener offers no XVERP was
+	// logged for this delivery (once, not per batch).
+	verpWarned atomic.Bool
 }
 
 // Deliver expands list p and distributes post to its members: one
@@ -271,7 +274,11 @@ func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *out
 			// retry resumes from the records.
 			defer func() {
 				if v := recover(); v != nil {
-					err = fmt.Errorf("panic while delivering batch %d: %v\n%s", b.Number, v, debug.Stack())
+					// Logged here, with the stack: the group keeps only
+					// the first error, which may be another batch's.
+					d.opts.Log.Error("panic", "list", dl.list.Address, "batch", b.Number, "action", "delivery stopped",
+						"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+					err = fmt.Errorf("panic while delivering batch %d: %v", b.Number, v)
 				}
 			}()
 			if failed.Err() != nil {
@@ -344,11 +351,11 @@ func (d *Deliverer) submit(ctx context.Context, dl *delivery, number int, from s
 	if len(res.Accepted) > 0 {
 		d.opts.Metrics.Batch(list, len(res.Accepted))
 	}
-	if dl.list.Bounces.VERP && !res.VERP && len(res.Accepted) > 0 && from != "" {
+	if dl.list.Bounces.VERP && !res.VERP && len(res.Accepted) > 0 && from != "" && dl.verpWarned.CompareAndSwap(false, true) {
 		// bounces.verp counts only bounces at VERP addresses: without
 		// them no bounce of this list counts (docs/bounces.md).
 		d.opts.Log.Warn("bounces.verp = true but the reinjection listener does not offer XVERP (Sendmail, or Postfix without smtpd_authorized_verp_clients): bounces of this list are not counted",
-			"list", list, "batch", number)
+			"list", list, "batch", number, "post_id", fmt.Sprintf("%x", dl.postID))
 	}
 	for _, r := range res.Refused {
 		d.opts.Log.Warn("recipient refused", "list", list, "batch", number, "rcpt", r.Address, "code", r.Code,

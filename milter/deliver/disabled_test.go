@@ -1,9 +1,11 @@
 package deliver_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -59,15 +61,11 @@ func TestDisabledMemberGetsNothing(t *testing.T) {
 // its stack, not the end of the process; the retry serves the members
 // the failed attempt did not.
 func TestBatchPanicIsAnError(t *testing.T) {
-	site := milterfix.New(t, milterfix.Options{})
-	alice := site.AddMember(t, "alice@example.org")
-	for i := range 5 {
-		site.AddMember(t, fmt.Sprintf("m%d@example.org", i))
-	}
-	site.EditPolicy(t, "batch_size = 50", "batch_size = 2")
+	site, alice := threeBatches(t)
 	ctx := context.Background()
 	p, keys := listOf(t, site)
-	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config})
+	var logs bytes.Buffer
+	d := deliver.New(deliver.Options{Store: site.Admin.Store, Keys: keys, Config: site.Config, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	msg := milterfix.Build(t, milterfix.Post{From: "alice@example.org", SignWith: alice, EncryptTo: []*openpgp.Entity{site.ListKey}, Body: "panics once"})
 	deliver.SetBatchHook(func(n int) {
 		if n == 2 {
@@ -76,8 +74,11 @@ func TestBatchPanicIsAnError(t *testing.T) {
 	})
 	_, err := d.Distribute(ctx, p, msg)
 	deliver.SetBatchHook(nil)
-	if err == nil || !strings.Contains(err.Error(), "panic while delivering batch 2: batch bug") || !strings.Contains(err.Error(), "goroutine") {
+	if err == nil || !strings.Contains(err.Error(), "panic while delivering batch 2: batch bug") {
 		t.Fatalf("Distribute: %v", err)
+	}
+	if l := logs.String(); !strings.Contains(l, "level=ERROR msg=panic") || !strings.Contains(l, "batch=2") || !strings.Contains(l, "submitBatches") {
+		t.Fatalf("the panic is not logged at Error with its stack:\n%s", l)
 	}
 	r, err := d.Distribute(ctx, p, msg)
 	if err != nil {
@@ -103,12 +104,7 @@ func TestBatchPanicIsAnError(t *testing.T) {
 // delivery before the next batch: that batch and the later ones are not
 // sent by this attempt, and the retry sends each of them once.
 func TestFenceStopsBeforeTheBatch(t *testing.T) {
-	site := milterfix.New(t, milterfix.Options{})
-	alice := site.AddMember(t, "alice@example.org")
-	for i := range 5 {
-		site.AddMember(t, fmt.Sprintf("m%d@example.org", i))
-	}
-	site.EditPolicy(t, "batch_size = 50", "batch_size = 2")
+	site, alice := threeBatches(t)
 	ctx := context.Background()
 	p, keys := listOf(t, site)
 	var calls atomic.Int32
@@ -160,4 +156,17 @@ func listOf(t *testing.T, site *milterfix.Site) (*policy.Policy, *keyring.Cache)
 		t.Fatal(err)
 	}
 	return set.Lookup(milterfix.List), keys
+}
+
+// threeBatches is a site whose list has alice and five more members in
+// batches of 2: a post goes out in three batches.
+func threeBatches(t *testing.T) (*milterfix.Site, *openpgp.Entity) {
+	t.Helper()
+	site := milterfix.New(t, milterfix.Options{})
+	alice := site.AddMember(t, "alice@example.org")
+	for i := range 5 {
+		site.AddMember(t, fmt.Sprintf("m%d@example.org", i))
+	}
+	site.EditPolicy(t, "batch_size = 50", "batch_size = 2")
+	return site, alice
 }

@@ -95,7 +95,7 @@ func (p *Pool) send(ctx context.Context, from string, to []string, msg io.Writer
 		if err != nil {
 			return Result{}, fmt.Errorf("reinject to %s: %w", p.addr, err)
 		}
-		res, err := c.send(ctx, from, to, msg, perRecipient, verp)
+		res, err := p.sendOn(c, ctx, from, to, msg, perRecipient, verp)
 		if err == nil {
 			p.put(c)
 			return res, nil
@@ -108,6 +108,19 @@ func (p *Pool) send(ctx context.Context, from string, to []string, msg io.Writer
 		}
 		return Result{}, fmt.Errorf("reinject to %s: %w", p.addr, err)
 	}
+}
+
+// sendOn runs one transaction on c. A panic under way (in msg's
+// WriteTo, say) closes c before it goes on up: a connection left in the
+// middle of DATA would hold an smtpd of the MTA until its timeout.
+func (p *Pool) sendOn(c *client, ctx context.Context, from string, to []string, msg io.WriterTo, perRecipient, verp bool) (Result, error) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.close()
+			panic(v)
+		}
+	}()
+	return c.send(ctx, from, to, msg, perRecipient, verp)
 }
 
 // get returns an idle connection, or a new one (always when fresh).
