@@ -184,10 +184,11 @@ func isProtected(name string) bool {
 // To: the list, the outer Subject, Date, Message-ID, In-Reply-To and
 // References (so threading and duplicate detection work in clients that
 // do not read protected headers; RFC 9788's baseline policy leaves them
-// outside too), the list fields, Precedence: list, and the MIME fields.
+// outside too), the list fields, Precedence: list, Autocrypt (the list
+// key, when From is the list address), and the MIME fields.
 // Not outside: Cc (inside only: the member's client shows it from the
 // protected headers) and the real Subject (unless "keep").
-func outerHeader(h Header, p *Params, boundary string) []Field {
+func outerHeader(h Header, p *Params, boundary, autocrypt string) []Field {
 	var f []Field
 	add := func(name, value string) {
 		if value = unfold(value); value != "" {
@@ -244,6 +245,11 @@ func outerHeader(h Header, p *Params, boundary string) []Field {
 		add("List-Archive", "<"+lh.ArchiveURL+">")
 	}
 	add("Precedence", "list")
+	// Autocrypt Level 1 §2.1: the list's key for the list address (the
+	// From above), keydata pre-cut at spaces where foldField folds.
+	if autocrypt != "" {
+		f = append(f, Field{"Autocrypt", autocrypt})
+	}
 	add("MIME-Version", "1.0")
 	// RFC 3156 §4.
 	add("Content-Type", `multipart/encrypted; protocol="application/pgp-encrypted"; boundary="`+boundary+`"`)

@@ -324,7 +324,13 @@ func Prepare(post Post, params Params) (*Prepared, error) {
 		return nil, err
 	}
 	pr.boundary = "lc-" + pr.boundary
-	pr.header = outerHeader(h, &params, pr.boundary)
+	// Autocrypt (autocrypt.go): only where the outer From is the list
+	// address; computed once per list key, so a post pays a map lookup.
+	var autocrypt string
+	if params.FromMode == FromVia {
+		autocrypt, _ = AutocryptValue(params.ListAddress, params.ListKey, now, params.Limits)
+	}
+	pr.header = outerHeader(h, &params, pr.boundary, autocrypt)
 	pr.bodyHead, pr.bodyTail = mimeFrame(pr.boundary)
 
 	inner, err := payload(toCRLF(entity), h, pr.header, post.Notice, pr.rand)

@@ -468,15 +468,7 @@ func TestCopiesNoLargerThanPlaintext(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			post := testPost()
 			post.Inner = append([]byte("Content-Type: text/plain\r\n\r\n"), tc.body...)
-			pr, err := Prepare(post, testParams(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			bs, err := pr.Batches(recipients(t, 1, legacyX25519))
-			if err != nil {
-				t.Fatal(err)
-			}
-			msg := bs[0].Message()
+			msg := oneCopy(t, post, testParams(t))
 			if len(msg) > tc.max {
 				t.Fatalf("copy is %d bytes for %d bytes of plaintext (max %d)", len(msg), len(tc.body), tc.max)
 			}
@@ -711,15 +703,7 @@ func TestNoHeaderInjection(t *testing.T) {
 	post.Header.From = "Eve <eve@example.com>\nX-Evil: 1"
 	p := testParams(t)
 	p.Subject, p.ListName = SubjectKeep, `Dev "core", team`
-	pr, err := Prepare(post, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := pr.Batches(recipients(t, 1, legacyX25519))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := parseMessage(t, bs[0].Message())
+	m := parseMessage(t, oneCopy(t, post, p))
 	if m.header.Has("Bcc") || m.header.Has("X-Evil") {
 		t.Fatal("header injected outside")
 	}
@@ -769,15 +753,7 @@ func TestConcurrentPosts(t *testing.T) {
 // returns what that member decrypts, split by PayloadParts.
 func payloadFor(t *testing.T, post Post, params Params) (textproto.Header, []byte, []byte) {
 	t.Helper()
-	pr, err := Prepare(post, params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := pr.Batches(recipients(t, 1, legacyX25519))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pt, err := decrypt(t, parseMessage(t, bs[0].Message()).pgp, memberKey(t, "m000", legacyX25519))
+	pt, err := decrypt(t, parseMessage(t, oneCopy(t, post, params)).pgp, memberKey(t, "m000", legacyX25519))
 	if err != nil {
 		t.Fatal(err)
 	}
