@@ -343,6 +343,24 @@ var verbs = []*verb{
 		},
 	},
 	{
+		name: "wkd export", args: "DIR [--domain DOMAIN]", short: "write the Web Key Directory of every list under DIR", min: 1, max: 1,
+		flags: []string{"domain"},
+		doc: []docRow{{"", "writes the lists' keys as a Web Key Directory (draft-koch-openpgp-webkey-service) for a web server to publish over HTTPS: the advanced layout for every domain with lists, `DIR/.well-known/openpgpkey/DOMAIN/hu/HASH` and `DIR/.well-known/openpgpkey/DOMAIN/policy` (served at `https://openpgpkey.DOMAIN/`), and the direct layout for one domain, `DIR/.well-known/openpgpkey/hu/HASH` and `DIR/.well-known/openpgpkey/policy` (served at `https://DOMAIN/`). HASH is the z-base-32 SHA-1 of the lower-cased local part (what `gpg-wks-client --print-wkd-hash` prints); a file holds the list's minimal key, binary (primary key, the list's user ID, the encryption subkey). The direct layout has no domain in its path, so it serves one domain: the only one, or with lists in several domains the one named by `--domain` (required then). Files 0644, written atomically, folders created 0755; the policy files are empty; nothing else under DIR is touched (remove a deleted list's file yourself); running it again writes the same bytes",
+			"one line per list, by domain then address: `ADDRESS<TAB>HASH<TAB>FINGERPRINT`, then `N files written under DIR/.well-known/openpgpkey: advanced DOMAIN..., direct DOMAIN`"}},
+		run: func(c *call) error {
+			res, err := c.admin.WKDExport(c.ctx, c.pos[0], admin.WKDOptions{Domain: c.flags["domain"]})
+			if err != nil {
+				return err
+			}
+			for _, e := range res.Entries {
+				fmt.Fprintf(c.out, "%s\t%s\t%s\n", e.Address, e.Hash, e.Fingerprint)
+			}
+			fmt.Fprintf(c.out, "%d files written under %s: advanced %s, direct %s\n", res.Files,
+				filepath.Join(c.pos[0], ".well-known", "openpgpkey"), strings.Join(res.Domains, " "), res.Direct)
+			return nil
+		},
+	},
+	{
 		name: "policy check", short: "validate every policy file", store: site.StoreNone,
 		doc: []docRow{{"", "validates every policy file; all errors at once as `file:line: message`", "`N list policies OK in DIR`"}},
 		run: func(c *call) error {
