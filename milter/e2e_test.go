@@ -151,6 +151,9 @@ func endToEnd(t *testing.T, mta string) {
 		if bytes.Contains(c, []byte("hello list")) || bytes.Contains(c, []byte("from gpg")) {
 			t.Fatal("a list copy carries the post in clear")
 		}
+		// The list's Autocrypt header arrives intact through the MTA:
+		// folded lines, the list key (docs/outbound.md).
+		checkListAutocrypt(t, c, site.ListKey)
 		for _, k := range []*openpgp.Entity{alice, bob} {
 			pt := milterfix.DecryptCopy(t, c, k, site.ListKey)
 			if !bytes.Contains(pt, []byte("hello list")) && !bytes.Contains(pt, []byte("from gpg")) {
