@@ -16,7 +16,7 @@ import (
 // and the encryption subkey go-crypto chooses at now with its current
 // binding signature. Nothing else: no other user IDs, no third-party
 // certifications, no older self-signatures, no other subkeys. This is
-// the key Autocrypt Level 1 asks for ("keydata", §2.1.1 of the spec) and
+// the key Autocrypt Level 1 asks for ("keydata", §2.1 of the spec) and
 // what a Web Key Directory serves.
 //
 // It checks the signatures it keeps (go-crypto records the checks in e:

@@ -22,7 +22,7 @@ import (
 // (keyring.MinimalPublicKey: primary key, the list's user ID and its
 // self-signature, the encryption subkey and its binding signature) and
 // the last attribute, as §2.1 requires. A consumer ignores the header
-// when addr is not the From address (§2.3), so a copy whose outer From
+// when addr is not the From address (same section), so a copy whose outer From
 // is the author (distribute.from = "keep") carries none: a lax client
 // would otherwise file the list key under the author.
 
@@ -36,7 +36,7 @@ const autocryptLine = 76
 // 76 base64 characters separated by single spaces: the header writer
 // folds there (RFC 5322 §2.2.3), so every line of the field stays within
 // 78 characters, and Autocrypt consumers drop the whitespace before
-// decoding (§2.1.1), as they do for every folded keydata.
+// decoding (§2.1, keydata), as they do for every folded keydata.
 //
 // It is computed once per list address and key (the list key changes
 // only on rotation) and then served from memory; concurrent callers
