@@ -58,6 +58,17 @@ func TestStreamClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The workers wait before the third batch until the stream is
+	// closed: on an idle machine they would otherwise make all 60
+	// batches before Close, and Next would reach io.EOF.
+	release := make(chan struct{})
+	hook := func(batch int) {
+		if batch >= 2 {
+			<-release
+		}
+	}
+	unitHook.Store(&hook)
+	defer unitHook.Store(nil)
 	before := runtime.NumGoroutine()
 	s, err := pr.Stream(rs)
 	if err != nil {
@@ -69,6 +80,7 @@ func TestStreamClose(t *testing.T) {
 		}
 	}
 	s.Close()
+	close(release)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
