@@ -27,7 +27,7 @@ type Proc struct {
 // not run).
 func (p *Postfix) MasterPID() int {
 	pid := p.masterPID()
-	if pid > 0 && !alive(pid) {
+	if pid > 0 && !Alive(pid) {
 		return 0
 	}
 	return pid

@@ -16,7 +16,6 @@ package rig
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -27,7 +26,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -151,57 +149,18 @@ func TempDir(t testing.TB) string {
 		}
 		base = "/tmp"
 	}
-	sweepOnce.Do(func() { sweepStale(t, base) })
-	dir, err := os.MkdirTemp(base, dirPrefix)
-	if err != nil {
-		t.Fatalf("rig: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		t.Fatalf("rig: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("rig: removing %s: %v", dir, err)
+	return OwnedDir(t, base, dirPrefix, "rig", func(dir string, owner int) {
+		p := &Postfix{t: t, root: dir, configDir: filepath.Join(dir, "etc"), queueDir: filepath.Join(dir, "spool")}
+		if pid := p.masterPID(); pid > 0 && Alive(pid) {
+			t.Logf("rig: stopping Postfix %d left by dead test process %d in %s", pid, owner, dir)
+			p.stopMaster(pid)
 		}
 	})
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatalf("rig: %v", err)
-	}
-	return dir
 }
 
 const (
 	dirPrefix = "listcrypt-rig-"
-	ownerFile = "owner.pid" // pid of the test process that made the folder
 )
-
-var sweepOnce sync.Once
-
-// sweepStale removes the folders (and stops the Postfix instances) left
-// by test processes that died without cleaning up, e.g. on a test timeout
-// panic. Folders of live processes (other packages' tests running in
-// parallel) are left alone.
-func sweepStale(t testing.TB, base string) {
-	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
-	for _, dir := range dirs {
-		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
-		if err != nil {
-			continue // not ours, or still being set up
-		}
-		owner, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || owner == os.Getpid() || alive(owner) {
-			continue
-		}
-		p := &Postfix{t: t, root: dir, configDir: filepath.Join(dir, "etc"), queueDir: filepath.Join(dir, "spool")}
-		if pid := p.masterPID(); pid > 0 && alive(pid) {
-			t.Logf("rig: stopping Postfix %d left by dead test process %d in %s", pid, owner, dir)
-			p.stopMaster(pid)
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("rig: removing stale %s: %v", dir, err)
-		}
-	}
-}
 
 // searchable checks that dir and every folder above it can be traversed
 // by other users.
@@ -580,10 +539,10 @@ func (p *Postfix) stopMaster(pid int) {
 		t.Logf("rig: postfix stop: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for alive(pid) && time.Now().Before(deadline) {
+	for Alive(pid) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if alive(pid) {
+	if Alive(pid) {
 		t.Errorf("rig: postfix master %d still running after postfix stop; killing it", pid)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -605,44 +564,6 @@ func (p *Postfix) masterPID() int {
 	return pid
 }
 
-// procStat returns the state and process group of pid from /proc.
-func procStat(pid int) (state byte, pgrp int, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:])) // state ppid pgrp ...
-	if len(f) < 3 {
-		return 0, 0, false
-	}
-	pgrp, err = strconv.Atoi(f[2])
-	if err != nil {
-		return 0, 0, false
-	}
-	return f[0][0], pgrp, true
-}
-
-// alive reports whether pid runs (a zombie, left when our PID 1 does not
-// reap, counts as gone).
-func alive(pid int) bool {
-	if state, _, ok := procStat(pid); ok {
-		return state != 'Z' && state != 'X'
-	}
-	if procExists() {
-		return false
-	}
-	return syscall.Kill(pid, 0) == nil
-}
-
-func procExists() bool {
-	_, err := os.Stat("/proc/self/stat")
-	return err == nil
-}
-
 // groupMembers lists the live processes of process group pgid.
 func groupMembers(pgid int) []int {
 	ents, err := os.ReadDir("/proc")
@@ -655,7 +576,7 @@ func groupMembers(pgid int) []int {
 		if err != nil {
 			continue
 		}
-		if state, pg, ok := procStat(pid); ok && pg == pgid && state != 'Z' && state != 'X' {
+		if state, pg, _, ok := ProcStat(pid); ok && pg == pgid && state != 'Z' && state != 'X' {
 			out = append(out, pid)
 		}
 	}

@@ -321,7 +321,7 @@ func (s *Sendmail) QueueDir() string { return filepath.Join(s.root, "mqueue") }
 // PID is the daemon's pid (0 when it does not run).
 func (s *Sendmail) PID() int {
 	pid := pidFile(filepath.Join(s.root, "sendmail.pid"))
-	if pid > 0 && !alive(pid) {
+	if pid > 0 && !rig.Alive(pid) {
 		return 0
 	}
 	return pid
@@ -417,16 +417,16 @@ func (s *Sendmail) stop() {
 // to end, then kills it and what is left of its session by pid.
 func stopSession(pid int) error {
 	var err error
-	if alive(pid) {
+	if rig.Alive(pid) {
 		if !isSendmail(pid) {
 			return nil // the pid was reused: not ours
 		}
 		_ = syscall.Kill(pid, syscall.SIGTERM)
 		deadline := time.Now().Add(10 * time.Second)
-		for alive(pid) && time.Now().Before(deadline) {
+		for rig.Alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if alive(pid) {
+		if rig.Alive(pid) {
 			err = fmt.Errorf("sendmail %d still running 10 s after SIGTERM; killed", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -465,33 +465,6 @@ func pidFile(path string) int {
 	return pid
 }
 
-// procStat returns the state and session id of pid from /proc.
-func procStat(pid int) (state byte, sid int, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:])) // state ppid pgrp session ...
-	if len(f) < 4 {
-		return 0, 0, false
-	}
-	sid, err = strconv.Atoi(f[3])
-	if err != nil {
-		return 0, 0, false
-	}
-	return f[0][0], sid, true
-}
-
-// alive reports whether pid runs (a zombie counts as gone).
-func alive(pid int) bool {
-	state, _, ok := procStat(pid)
-	return ok && state != 'Z' && state != 'X'
-}
-
 // sessionMembers lists the live processes of session sid.
 func sessionMembers(sid int) []int {
 	ents, err := os.ReadDir("/proc")
@@ -504,7 +477,7 @@ func sessionMembers(sid int) []int {
 		if err != nil {
 			continue
 		}
-		if state, s, ok := procStat(pid); ok && s == sid && state != 'Z' && state != 'X' {
+		if state, _, s, ok := rig.ProcStat(pid); ok && s == sid && state != 'Z' && state != 'X' {
 			out = append(out, pid)
 		}
 	}
@@ -516,55 +489,18 @@ func readFile(path string) string {
 	return string(b)
 }
 
-const (
-	dirPrefix = "listcrypt-smrig-"
-	ownerFile = "owner.pid"
-)
-
-var sweepOnce sync.Once
+// dirPrefix names the folders of the rig's Sendmail instances.
+const dirPrefix = "listcrypt-smrig-"
 
 // tempDir returns a new 0755 folder under /tmp, removed at the end of the
 // test. It first stops the Sendmail instances and removes the folders
 // left by test processes that died without cleaning up.
 func tempDir(t testing.TB) string {
 	t.Helper()
-	base := "/tmp"
-	sweepOnce.Do(func() { sweepStale(t, base) })
-	dir, err := os.MkdirTemp(base, dirPrefix)
-	if err != nil {
-		t.Fatalf("sendmail rig: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		t.Fatalf("sendmail rig: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("sendmail rig: removing %s: %v", dir, err)
-		}
-	})
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatalf("sendmail rig: %v", err)
-	}
-	return dir
-}
-
-func sweepStale(t testing.TB, base string) {
-	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
-	for _, dir := range dirs {
-		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
-		if err != nil {
-			continue
-		}
-		owner, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || owner == os.Getpid() || alive(owner) {
-			continue
-		}
-		if pid := pidFile(filepath.Join(dir, "sendmail.pid")); pid > 0 && alive(pid) {
+	return rig.OwnedDir(t, "/tmp", dirPrefix, "sendmail rig", func(dir string, owner int) {
+		if pid := pidFile(filepath.Join(dir, "sendmail.pid")); pid > 0 && rig.Alive(pid) {
 			t.Logf("sendmail rig: stopping Sendmail %d left by dead test process %d in %s", pid, owner, dir)
 			_ = stopSession(pid)
 		}
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("sendmail rig: removing stale %s: %v", dir, err)
-		}
-	}
+	})
 }
