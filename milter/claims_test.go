@@ -83,15 +83,21 @@ func openTx(m *mta, from string, rcpts []string, msg []byte) (*gomilter.ClientSe
 
 // raceTrials is how many races TestTwoHostsRaceForOnePost runs:
 // LISTCRYPT_RACE_TRIALS, default 200 (make test).
-func raceTrials(t *testing.T) int {
-	if v := os.Getenv("LISTCRYPT_RACE_TRIALS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("LISTCRYPT_RACE_TRIALS=%q", v)
-		}
-		return n
+func raceTrials(t *testing.T) int { return envTrials(t, "LISTCRYPT_RACE_TRIALS", 200) }
+
+// envTrials is the positive number in the environment variable name, or
+// def when it is unset.
+func envTrials(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
 	}
-	return 200
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return n
 }
 
 // Two milter hosts on one real PostgreSQL get the same post at the same

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,16 +26,7 @@ import (
 // mhTrials is how many races TestTwoPostfixHostsRaceForOnePost runs:
 // LISTCRYPT_MULTIHOST_TRIALS, default 200 (make test; make race-long
 // runs 1,000).
-func mhTrials(t *testing.T) int {
-	if v := os.Getenv("LISTCRYPT_MULTIHOST_TRIALS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("LISTCRYPT_MULTIHOST_TRIALS=%q", v)
-		}
-		return n
-	}
-	return 200
-}
+func mhTrials(t *testing.T) int { return envTrials(t, "LISTCRYPT_MULTIHOST_TRIALS", 200) }
 
 // mhSMTP is one SMTP client session held open before the final dot of
 // DATA, so that two sessions can end their messages at one instant.
