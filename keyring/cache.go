@@ -24,8 +24,9 @@ type Cache struct {
 	limits     *Limits // shared by the cache's stored keys
 
 	mu      sync.Mutex
-	listKey map[string]*openedKey // list address -> opened list key
-	members map[string]*MemberSet // list address -> members at a version
+	listKey map[string]*openedKey      // list address -> opened list key
+	oldKeys map[string]*openpgp.Entity // list, fingerprint, "secret"/"public" -> retired key (oldkeys.go)
+	members map[string]*MemberSet      // list address -> members at a version
 }
 
 type openedKey struct {
@@ -49,6 +50,7 @@ func NewCache(st *store.Store, passphrase []byte, l Limits) *Cache {
 	return &Cache{
 		st: st, passphrase: passphrase, limits: &l,
 		listKey: map[string]*openedKey{},
+		oldKeys: map[string]*openpgp.Entity{},
 		members: map[string]*MemberSet{},
 	}
 }

@@ -477,6 +477,8 @@ func problemFor(err error, p *policy.Policy) *policy.Problem {
 		r = policy.ReplyNoIntegrity()
 	case errors.Is(err, inbound.ErrTampered):
 		r = policy.ReplyTampered()
+	case errors.Is(err, inbound.ErrOldListKey):
+		r = p.ReplyOldListKey()
 	case errors.Is(err, inbound.ErrNotForList):
 		r = p.ReplyNotForListKey()
 	default:
@@ -501,6 +503,8 @@ func problemKind(err error) string {
 		return "tampered"
 	case errors.Is(err, inbound.ErrBadSignature):
 		return "bad-signature"
+	case errors.Is(err, inbound.ErrOldListKey):
+		return "old-list-key"
 	case errors.Is(err, inbound.ErrNotForList):
 		return "not-for-list-key"
 	}

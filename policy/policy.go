@@ -70,6 +70,7 @@ type Keys struct {
 	TokenExpiry    tomlx.Duration `toml:"token_expiry" doc:"How long a key set / key confirm token stays valid."`
 	ModerateNew    bool           `toml:"moderate_new" doc:"A new subscription waits for a moderator after its key is confirmed."`
 	ModerateChange bool           `toml:"moderate_change" doc:"A key change waits for a moderator after it is confirmed."`
+	OldKeyGrace    tomlx.Duration `toml:"old_key_grace" doc:"After \"listcrypt list key rotate\" or \"list key import\", how long posts encrypted to the old list key are still accepted; after it they are refused with a reply that points to the new key (\"key get\"). 0 refuses them at once; at most 365d."`
 }
 
 // Responder is the [responder] table: limits on what the command
@@ -131,6 +132,7 @@ func Default() *Policy {
 		Keys: Keys{
 			TokenExpiry: tomlx.NewDuration("72h"),
 			ModerateNew: true,
+			OldKeyGrace: tomlx.NewDuration("30d"),
 		},
 		Responder: Responder{
 			MaxRepliesPerAddress: 5,
@@ -292,6 +294,11 @@ func (p *Policy) validate(e *tomlx.Errors) {
 		e.At([]string{"keys", "token_expiry"}, "keys.token_expiry: %v", p.Keys.TokenExpiry.Err)
 	} else if p.Keys.TokenExpiry.D < 10*time.Minute || p.Keys.TokenExpiry.D > 30*24*time.Hour {
 		e.At([]string{"keys", "token_expiry"}, "keys.token_expiry must be between 10m and 30d")
+	}
+	if p.Keys.OldKeyGrace.Err != nil {
+		e.At([]string{"keys", "old_key_grace"}, "keys.old_key_grace: %v", p.Keys.OldKeyGrace.Err)
+	} else if p.Keys.OldKeyGrace.D < 0 || p.Keys.OldKeyGrace.D > 365*24*time.Hour {
+		e.At([]string{"keys", "old_key_grace"}, "keys.old_key_grace must be between 0 and 365d")
 	}
 	if p.Post.ClockSkew.Err != nil {
 		e.At([]string{"post", "clock_skew"}, "post.clock_skew: %v", p.Post.ClockSkew.Err)
@@ -457,6 +464,7 @@ keep_sender_signature = %t
 token_expiry = %q
 moderate_new = %t
 moderate_change = %t
+old_key_grace = %q
 
 [responder]
 max_replies_per_address = %d
@@ -466,6 +474,6 @@ reply_window = %q
 		d.Post.MaxSize.Raw, d.Post.ReplayWindow.Raw, d.Post.ClockSkew.Raw, d.Post.UnboundSignature, d.Post.HoldExpiry.Raw,
 		d.Distribute.Encrypt, d.Distribute.BatchSize, d.Distribute.HideRecipients, d.Distribute.Subject,
 		d.Distribute.From, d.Distribute.KeepSenderSignature,
-		d.Keys.TokenExpiry.Raw, d.Keys.ModerateNew, d.Keys.ModerateChange,
+		d.Keys.TokenExpiry.Raw, d.Keys.ModerateNew, d.Keys.ModerateChange, d.Keys.OldKeyGrace.Raw,
 		d.Responder.MaxRepliesPerAddress, d.Responder.MaxRepliesPerList, d.Responder.ReplyWindow.Raw)
 }

@@ -334,3 +334,37 @@ func TestRouteClashes(t *testing.T) {
 		})
 	}
 }
+
+func TestOldKeyGraceValidation(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		want string // "" valid
+	}{
+		{"", ""},
+		{`old_key_grace = "0s"`, ""},
+		{`old_key_grace = "365d"`, ""},
+		{`old_key_grace = "366d"`, "/p.toml:3: keys.old_key_grace must be between 0 and 365d"},
+		{`old_key_grace = "-1h"`, "/p.toml:3: keys.old_key_grace"},
+		{`old_key_grace = "later"`, "/p.toml:3: keys.old_key_grace"},
+	} {
+		p, err := Parse("/p.toml", []byte("address = \"d@lists.example.org\"\n[keys]\n"+tc.src+"\n"))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q: %v", tc.src, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%q: error %v, want %q", tc.src, err, tc.want)
+		}
+		if tc.src == "" && err == nil && p.Keys.OldKeyGrace.D != 30*24*time.Hour {
+			t.Errorf("default old_key_grace %v, want 30d", p.Keys.OldKeyGrace.D)
+		}
+	}
+	// The reply to a post for a key retired too long ago names the way
+	// to the new key.
+	p, err := Parse("/p.toml", []byte("address = \"d@lists.example.org\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := p.ReplyOldListKey(); r.Code != 550 || r.Reason != "old-list-key" || !strings.Contains(r.Text, `send "key get" to d-request@lists.example.org`) {
+		t.Fatalf("reply %+v", r)
+	}
+}

@@ -93,6 +93,13 @@ func (p *Policy) ReplyNotForListKey() Problem {
 		Text: fmt.Sprintf("the post is not encrypted to the list key of %s; send \"key get\" to %s for the list key", p.Address, p.RequestAddress())}
 }
 
+// ReplyOldListKey refuses a post encrypted to a list key retired longer
+// ago than keys.old_key_grace.
+func (p *Policy) ReplyOldListKey() Problem {
+	return Problem{Code: 550, Enhanced: "5.7.5", Reason: "old-list-key",
+		Text: fmt.Sprintf("the list key of %s has changed and the post is encrypted to the old one; send \"key get\" to %s for the new list key", p.Address, p.RequestAddress())}
+}
+
 // ReplyMalformed refuses a post whose MIME or OpenPGP structure cannot be
 // read.
 func ReplyMalformed() Problem {

@@ -132,6 +132,32 @@ var verbs = []*verb{
 		},
 	},
 	{
+		name: "list key rotate", args: "ADDRESS", short: "make a new list key; members get it signed by the old and the new key", min: 1, max: 1,
+		doc: []docRow{{"", "makes a new list key of the same type as the current one (sealed by the site passphrase) and switches the list to it in one transaction, which also keeps the old key (public and sealed secret) with the time it was retired and writes into the outbox, for every active member with a usable key, a notice encrypted to the member, signed by the old and the new key, with the new public key attached (`application/pgp-keys`); the notices are then sent (envelope sender the list's bounce address; what the MTA does not take now waits in the outbox for the next run). Posts encrypted to the old key are accepted for `[keys] old_key_grace` (docs/inbound.md)",
+			"`list ADDRESS: new key FINGERPRINT (was FINGERPRINT)`, then `notices: N sent, M waiting in the outbox, K members without a usable key`"}},
+		run: func(c *call) error {
+			kc, err := c.admin.RotateListKey(c.ctx, c.pos[0])
+			if err != nil {
+				return err
+			}
+			printKeyChange(c, kc)
+			return nil
+		},
+	},
+	{
+		name: "list key import", args: "ADDRESS FILE", short: "switch the list to an owner-generated secret key", min: 2, max: 2,
+		doc: []docRow{{"", "switches the list to the secret key in FILE (armored or binary, `gpg --export-secret-keys`, without a passphrase: it is sealed by the site passphrase at once; FILE must not be readable by other users), exactly as `list key rotate` does with a new key: the old key kept for `[keys] old_key_grace`, the same notices. Refused: a protected or public-only key, more than one key, a key that is not version 4, weak algorithms (RSA under 2048 bits, DSA, ElGamal), a revoked or expired key, no valid user ID for ADDRESS, no encryption subkey",
+			"as `list key rotate`"}},
+		run: func(c *call) error {
+			kc, err := c.admin.ImportListKey(c.ctx, c.pos[0], c.pos[1])
+			if err != nil {
+				return err
+			}
+			printKeyChange(c, kc)
+			return nil
+		},
+	},
+	{
 		name: "list delete", args: "ADDRESS [--force] [--purge]", short: "delete a list (its keys are kept in state_dir unless --purge)", min: 1, max: 1,
 		bools: []string{"force", "purge"},
 		doc: []docRow{{"", "deletes the list and every row of it in the database (members, holds, delivery and replay records, challenges). First, unless `--purge`, it writes the list's key, public and secret, to `state_dir/deleted-ADDRESS-TIMESTAMP.key.asc` (0600, written atomically; the secret key stays sealed by the site passphrase exactly as stored: `gpg --import` asks for that passphrase), and moves the list's policy file aside to `FILE.deleted-TIMESTAMP` (no longer loaded; `--purge` removes it). A list with held posts waiting for a moderator, or whose approved delivery stopped half-way, is refused unless `--force`. Reload listcrypt-milter (`SIGHUP`) afterwards",
@@ -635,4 +661,11 @@ func bounceLine(b store.BounceState) string {
 		delivery = "disabled since " + at(b.DisabledAt)
 	}
 	return fmt.Sprintf("%s\t%g\t%d\t%s\t%s\t%s", b.Address, b.Score, b.Bounces, at(b.LastBounceAt), status, delivery)
+}
+
+// printKeyChange prints what list key rotate / import did.
+func printKeyChange(c *call, kc admin.KeyChange) {
+	fmt.Fprintf(c.out, "list %s: new key %s (was %s)\n", kc.List, kc.NewFingerprint, kc.OldFingerprint)
+	fmt.Fprintf(c.out, "notices: %d sent, %d waiting in the outbox, %d members without a usable key\n",
+		kc.Sent, kc.Notices-kc.Sent, kc.NoKey)
 }

@@ -88,8 +88,8 @@ func TestReview2Migration10OnOldHolds(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		// Back to version 9, then two holds as version 9 stored them.
-		for _, q := range []string{`DROP INDEX holds_post`, `ALTER TABLE holds DROP COLUMN post_id`, `DELETE FROM schema_migrations WHERE version = 10`} {
+		// Back to version 9 (11 and 10 undone), then two holds as version 9 stored them.
+		for _, q := range []string{`DROP TABLE old_list_keys`, `DELETE FROM schema_migrations WHERE version = 11`, `DROP INDEX holds_post`, `ALTER TABLE holds DROP COLUMN post_id`, `DELETE FROM schema_migrations WHERE version = 10`} {
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}

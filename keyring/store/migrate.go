@@ -189,6 +189,18 @@ CREATE TABLE bounce_counts (
 	// second one. Holds from before have none (NULLs never clash).
 	`ALTER TABLE holds ADD COLUMN post_id {{BLOB}};
 CREATE UNIQUE INDEX holds_post ON holds(list, post_id)`,
+	// 11: list keys retired by "list key rotate" / "list key import",
+	// kept (public and sealed secret) so that posts encrypted to them
+	// still open during [keys] old_key_grace, and are recognised and
+	// refused with a pointer to the new key after it.
+	`CREATE TABLE old_list_keys (
+	list        TEXT NOT NULL REFERENCES lists(address) ON DELETE CASCADE,
+	fingerprint TEXT NOT NULL,
+	public_key  {{BLOB}} NOT NULL,
+	secret_key  {{BLOB}} NOT NULL,
+	retired_at  TIMESTAMP NOT NULL,
+	PRIMARY KEY (list, fingerprint)
+)`,
 }
 
 // typeMap holds the per-engine spelling of the types that differ.

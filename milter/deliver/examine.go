@@ -36,7 +36,8 @@ func Examine(ctx context.Context, keys *keyring.Cache, cfg *config.Config, now t
 	ex := &Examination{}
 	lim := InboundLimits(cfg)
 	rings := make(unionRing, 0, len(lists))
-	for _, p := range lists {
+	var old []inbound.OldKey
+	for i, p := range lists {
 		k, err := keys.ListKey(ctx, p.Address)
 		if err != nil {
 			return nil, err
@@ -44,6 +45,15 @@ func Examine(ctx context.Context, keys *keyring.Cache, cfg *config.Config, now t
 		m, err := keys.Members(ctx, p.Address)
 		if err != nil {
 			return nil, err
+		}
+		// Keys retired by a rotation: in their grace period they still
+		// open posts for the list; after it they are only recognised.
+		rks, err := keys.OldListKeys(ctx, p.Address, now, p.Keys.OldKeyGrace.D)
+		if err != nil {
+			return nil, err
+		}
+		for _, rk := range rks {
+			old = append(old, inbound.OldKey{List: i, Key: rk.Entity, InGrace: rk.InGrace})
 		}
 		ex.ListKeys = append(ex.ListKeys, k)
 		ex.Members = append(ex.Members, m)
@@ -57,7 +67,7 @@ func Examine(ctx context.Context, keys *keyring.Cache, cfg *config.Config, now t
 		signers = rings[0]
 	}
 	res, err := inbound.Examine(inbound.Input{Message: msg, ListKey: ex.ListKeys[0], AlsoFor: ex.ListKeys[1:],
-		Signers: signers, Now: now, Limits: lim})
+		OldKeys: old, Signers: signers, Now: now, Limits: lim})
 	if err != nil {
 		return nil, fmt.Errorf("examine post: %w", err)
 	}

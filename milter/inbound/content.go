@@ -119,23 +119,17 @@ const (
 
 // Binding checks the valid signature against the list with key listKey
 // and address listAddr (lower case): Intended Recipient Fingerprints
-// first (the list's primary key or any of its subkeys must be named),
+// first (the list's primary key or any of its subkeys must be named; or
+// those of a retired list key in its grace period that opened the post),
 // then the To and Cc among signed protected headers.
 func (r *Result) Binding(listKey *openpgp.Entity, listAddr string) Binding {
 	if r.Sig != SigValid {
 		return BindingNone
 	}
 	if len(r.IntendedRecipients) > 0 {
-		for _, fp := range r.IntendedRecipients {
-			if listKey != nil && bytes.Equal(fp, listKey.PrimaryKey.Fingerprint) {
+		for _, k := range append([]*openpgp.Entity{listKey}, r.oldOpened...) {
+			if k != nil && namesKey(r.IntendedRecipients, k) {
 				return BindingList
-			}
-			if listKey != nil {
-				for _, sk := range listKey.Subkeys {
-					if bytes.Equal(fp, sk.PublicKey.Fingerprint) {
-						return BindingList
-					}
-				}
 			}
 		}
 		return BindingOther
@@ -295,4 +289,20 @@ func cleartextBlock(text, sigPkt []byte) []byte {
 	}
 	out.Write(arm)
 	return out.Bytes()
+}
+
+// namesKey reports whether one of fingerprints is k's primary key or
+// one of its subkeys.
+func namesKey(fingerprints [][]byte, k *openpgp.Entity) bool {
+	for _, fp := range fingerprints {
+		if bytes.Equal(fp, k.PrimaryKey.Fingerprint) {
+			return true
+		}
+		for _, sk := range k.Subkeys {
+			if bytes.Equal(fp, sk.PublicKey.Fingerprint) {
+				return true
+			}
+		}
+	}
+	return false
 }

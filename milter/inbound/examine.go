@@ -287,6 +287,17 @@ func (ex *examiner) openData(bin []byte, sc *scanResult) (io.ReadCloser, error) 
 		return nil, wrap(ErrNotForList, "the message is encrypted with a passphrase only")
 	}
 	keys := append([]*openpgp.Entity{lk}, ex.in.AlsoFor...)
+	// Retired keys in their grace period open posts for their list.
+	listOf := make([]int, len(keys), len(keys)+len(ex.in.OldKeys))
+	for i := range listOf {
+		listOf[i] = i
+	}
+	for _, o := range ex.in.OldKeys {
+		if o.InGrace && o.Key != nil && o.List >= 0 && o.List < len(listOf) {
+			keys = append(keys, o.Key)
+			listOf = append(listOf, o.List)
+		}
+	}
 	opened := make([]*packet.EncryptedKey, len(keys))
 	for i, k := range keys {
 		if k != nil {
@@ -318,15 +329,52 @@ func (ex *examiner) openData(bin []byte, sc *scanResult) (io.ReadCloser, error) 
 		ex.res.AlsoFor = make([]bool, len(ex.in.AlsoFor))
 		for j, other := range opened {
 			same := other != nil && other.CipherFunc == ek.CipherFunc && bytes.Equal(other.Key, ek.Key)
-			if j == 0 {
-				ex.res.ForList = same
+			if !same {
+				continue
+			}
+			if j > len(ex.in.AlsoFor) {
+				ex.res.oldOpened = append(ex.res.oldOpened, keys[j])
+			}
+			if l := listOf[j]; l == 0 {
+				ex.res.ForList = true
 			} else {
-				ex.res.AlsoFor[j-1] = same
+				ex.res.AlsoFor[l-1] = true
 			}
 		}
 		return rc, nil
 	}
+	if ex.forRetiredKey(sc, bin) {
+		return nil, wrap(ErrOldListKey, "the key packets are for list keys retired past their grace period")
+	}
 	return nil, wrap(ErrNotForList, "none of the %d key packets is for the list key %s", len(sc.pkesks), fingerprint(lk))
+}
+
+// forRetiredKey reports whether a key packet of the message names (by
+// key ID) a retired list key past its grace period.
+func (ex *examiner) forRetiredKey(sc *scanResult, bin []byte) bool {
+	ids := map[uint64]bool{}
+	for _, o := range ex.in.OldKeys {
+		if o.InGrace || o.Key == nil {
+			continue
+		}
+		ids[o.Key.PrimaryKey.KeyId] = true
+		for _, sk := range o.Key.Subkeys {
+			ids[sk.PublicKey.KeyId] = true
+		}
+	}
+	if len(ids) == 0 {
+		return false
+	}
+	for _, sp := range sc.pkesks {
+		p, err := packet.Read(bytes.NewReader(bin[sp.start:sp.end]))
+		if err != nil {
+			continue
+		}
+		if ek, ok := p.(*packet.EncryptedKey); ok && ek.KeyId != 0 && ids[ek.KeyId] {
+			return true
+		}
+	}
+	return false
 }
 
 // sessionKey returns the first PKESK of the message that key opens, with

@@ -85,6 +85,13 @@ type Input struct {
 	// opens to the same session key. A post not for ListKey itself is
 	// opened with the first of these that fits.
 	AlsoFor []*openpgp.Entity
+	// OldKeys are retired keys of these lists (list key rotation),
+	// for decryption only. A post that a key of OldKeys with InGrace
+	// opens counts as for its list (Result.ForList or AlsoFor) like one
+	// for the current key. A post whose key packets name only retired
+	// keys past their grace period gets ErrOldListKey instead of
+	// ErrNotForList; those keys are never used to decrypt.
+	OldKeys []OldKey
 	// Signers holds the member keys. It is used to verify signatures only,
 	// never to decrypt.
 	Signers openpgp.KeyRing
@@ -94,6 +101,16 @@ type Input struct {
 	// Result.SigTime.
 	Now    time.Time
 	Limits Limits
+}
+
+// OldKey is a retired list key (Input.OldKeys).
+type OldKey struct {
+	// List is the key's list: 0 for ListKey's, i for AlsoFor[i-1]'s.
+	List int
+	// Key has its secret parts open when InGrace; otherwise only its
+	// key IDs are read.
+	Key     *openpgp.Entity
+	InGrace bool
 }
 
 // Kind is the shape of a post.
@@ -195,6 +212,10 @@ type Result struct {
 	// for a post that is not encrypted.
 	ForList bool
 	AlsoFor []bool
+	// oldOpened are the retired keys (Input.OldKeys, in their grace
+	// period) that opened the post: a signature naming one of them as
+	// intended recipient is bound to the list (Binding).
+	oldOpened []*openpgp.Entity
 	// Content is the MIME entity members receive (see content.go). With
 	// a valid signature it is exactly the bytes that signature covers (in
 	// CRLF form): the signed first part of a multipart/signed (§5, §6.1),

@@ -25,6 +25,9 @@ var (
 	// ErrNotForList: the message is not encrypted to the list key (no PKESK
 	// the list key can open), or only to a passphrase.
 	ErrNotForList = errors.New("the message is not encrypted to the list's key; fetch the current list key and encrypt to it")
+	// ErrOldListKey: the message is encrypted only to a list key retired
+	// longer ago than the grace period ([keys] old_key_grace).
+	ErrOldListKey = errors.New("the message is encrypted to a retired list key; fetch the current list key and encrypt to it")
 
 	// ErrTampered: the encrypted data failed its integrity check (MDC
 	// mismatch, AEAD tag failure, damaged ciphertext) or a signature does

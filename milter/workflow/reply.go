@@ -51,14 +51,21 @@ type mail struct {
 	// attachment may be 8bit or binary, which only encryption carries
 	// unchanged.
 	Attach []byte
+	// AlsoSignedBy, when set, signs the mail too, beside the list key:
+	// the old list key on the notice of a key change (keynotice.go).
+	AlsoSignedBy *openpgp.Entity
 	// EncryptTo, when set, gets the mail encrypted (PGP/MIME, RFC 3156 §4,
 	// signed inside, §6.2); otherwise it is only signed (RFC 3156 §5).
 	EncryptTo *openpgp.Entity
 }
 
 // compose writes m as an RFC 5322 message with CRLF line ends, signed by
-// signer (the list key, secret parts open).
+// signer (the list key, secret parts open) and by m.AlsoSignedBy if set.
 func compose(m mail, signer *openpgp.Entity, now time.Time, rand io.Reader, l keyring.Limits) ([]byte, error) {
+	signers := []*openpgp.Entity{signer}
+	if m.AlsoSignedBy != nil {
+		signers = append(signers, m.AlsoSignedBy)
+	}
 	cfg := keyring.PacketConfig(l, func() time.Time { return now })
 	cfg.Rand = rand
 	boundary := func(prefix string) (string, error) {
@@ -103,7 +110,7 @@ func compose(m mail, signer *openpgp.Entity, now time.Time, rand io.Reader, l ke
 			return nil, err
 		}
 		w, err := openpgp.EncryptWithParams(aw, []*openpgp.Entity{m.EncryptTo}, nil,
-			&openpgp.EncryptParams{Signers: []*openpgp.Entity{signer}, Config: cfg})
+			&openpgp.EncryptParams{Signers: signers, Config: cfg})
 		if err != nil {
 			return nil, fmt.Errorf("encrypt reply to %s: %w", keyring.Fingerprint(m.EncryptTo), err)
 		}
@@ -131,7 +138,7 @@ func compose(m mail, signer *openpgp.Entity, now time.Time, rand io.Reader, l ke
 		return nil, err
 	}
 	var sig bytes.Buffer
-	if err := openpgp.ArmoredDetachSign(&sig, []*openpgp.Entity{signer}, bytes.NewReader(inner), &openpgp.SignParams{Config: cfg}); err != nil {
+	if err := openpgp.ArmoredDetachSign(&sig, signers, bytes.NewReader(inner), &openpgp.SignParams{Config: cfg}); err != nil {
 		return nil, fmt.Errorf("sign reply: %w", err)
 	}
 	micalg, err := micalgOf(sig.Bytes())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/emersion/go-message/textproto"
@@ -621,4 +622,23 @@ func textForward(p *policy.Policy, h textproto.Header, size int, kind string, wi
 	}
 	fmt.Fprintf(&b, "    %-11s %d bytes\n", "Size:", size)
 	return b.String()
+}
+
+// textKeyChanged is the notice of a list key change (KeyChangeNotices).
+func textKeyChanged(p *policy.Policy, oldFpr, newFpr string, graceEnd time.Time) string {
+	return fmt.Sprintf(`The key of the list %s has changed.
+
+New list key: %s
+Old list key: %s
+
+The new key is attached to this message (%s.asc). Import it into your
+mail program or OpenPGP tool (for example: gpg --import %s.asc), and
+encrypt your posts to it from now on. This message is signed by the old
+key and by the new one, so you can check that the change comes from the
+list.
+
+Posts encrypted to the old key are accepted until %s; after that they
+are refused. Send "key get" to %s for the current list key at any time.
+`, p.Address, fpr(newFpr), fpr(oldFpr), p.Address, p.Address,
+		graceEnd.UTC().Format("2006-01-02 15:04 MST"), p.RequestAddress()) + sig(p)
 }
