@@ -123,3 +123,34 @@ func ReadListSecretKey(data []byte, address string, l Limits, now time.Time) (*o
 	}
 	return e, nil
 }
+
+// ExpiresAt reports when e stops being usable by itself: the earliest
+// expiry of its primary key (its user IDs' self-signatures) and of its
+// encryption subkeys; false when nothing in it expires.
+func ExpiresAt(e *openpgp.Entity) (time.Time, bool) {
+	var first time.Time
+	note := func(created time.Time, lifetime *uint32) {
+		if lifetime == nil || *lifetime == 0 {
+			return
+		}
+		t := created.Add(time.Duration(*lifetime) * time.Second)
+		if first.IsZero() || t.Before(first) {
+			first = t
+		}
+	}
+	for _, id := range e.Identities {
+		for _, sig := range id.SelfCertifications {
+			if sig.Packet != nil {
+				note(e.PrimaryKey.CreationTime, sig.Packet.KeyLifetimeSecs)
+			}
+		}
+	}
+	for _, sk := range e.Subkeys {
+		for _, b := range sk.Bindings {
+			if b.Packet != nil {
+				note(sk.PublicKey.CreationTime, b.Packet.KeyLifetimeSecs)
+			}
+		}
+	}
+	return first, !first.IsZero()
+}

@@ -58,6 +58,33 @@ func (c *Cache) OldListKeys(ctx context.Context, list string, now time.Time, gra
 		}
 		rk.Entity = e
 		out = append(out, rk)
+		if !rk.InGrace {
+			// Past its grace the secret is no longer needed: the cache
+			// drops it (a long-running milter keeps no retired key open).
+			c.mu.Lock()
+			delete(c.oldKeys, list+"\x00"+o.Fingerprint+"\x00secret")
+			c.mu.Unlock()
+		}
+	}
+	return out, nil
+}
+
+// RetiredSecretKeys opens every retired key of the list, whatever its
+// grace, without keeping them: a post held before a rotation is sealed
+// to the key of that time, and "hold show" and "hold approve" must still
+// open it.
+func (c *Cache) RetiredSecretKeys(ctx context.Context, list string) ([]*openpgp.Entity, error) {
+	old, err := c.st.OldListKeys(ctx, list)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*openpgp.Entity, 0, len(old))
+	for _, o := range old {
+		e, err := OpenSecretKey(o.SecretKey, c.passphrase)
+		if err != nil {
+			return nil, fmt.Errorf("old list key %s of %s: %w", o.Fingerprint, list, err)
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }

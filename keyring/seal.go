@@ -27,10 +27,11 @@ func EncryptTo(data []byte, to []*openpgp.Entity, l Limits, now func() time.Time
 	return out.Bytes(), nil
 }
 
-// DecryptWith decrypts a message made by EncryptTo with key, reading at
-// most max bytes of plaintext.
-func DecryptWith(msg []byte, key *openpgp.Entity, max int64, l Limits) ([]byte, error) {
-	md, err := openpgp.ReadMessage(bytes.NewReader(msg), openpgp.EntityList{key}, nil, PacketConfig(l, nil))
+// DecryptWith decrypts a message made by EncryptTo with one of keys
+// (the list key, and the keys it replaced: a hold sealed before a
+// rotation), reading at most max bytes of plaintext.
+func DecryptWith(msg []byte, keys openpgp.EntityList, max int64, l Limits) ([]byte, error) {
+	md, err := openpgp.ReadMessage(bytes.NewReader(msg), keys, nil, PacketConfig(l, nil))
 	if err != nil {
 		return nil, fmt.Errorf("decrypt: %w", err)
 	}

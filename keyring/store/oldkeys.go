@@ -63,10 +63,20 @@ func (s *Store) ReplaceListKey(ctx context.Context, list, oldFpr, newFpr string,
 		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM old_list_keys WHERE list = ? AND fingerprint = ?`), list, newFpr); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE lists
+		// The fingerprint read above must still be the list's: two
+		// rotations at once on PostgreSQL both read it before either
+		// commits, and the second must not overwrite the first's key
+		// (whose secret would then be kept nowhere).
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE lists
 			SET key_fingerprint = ?, public_key = ?, secret_key = ?, keys_version = keys_version + 1
-			WHERE address = ?`), newFpr, nonNil(pub), nonNil(sec), list); err != nil {
+			WHERE address = ? AND key_fingerprint = ?`), newFpr, nonNil(pub), nonNil(sec), list, oldFpr)
+		if err != nil {
 			return err
+		}
+		if n, err := affected(res); err != nil {
+			return err
+		} else if n != 1 {
+			return ErrKeyChanged
 		}
 		for i := range notices {
 			if err := s.queueTx(ctx, tx, &notices[i]); err != nil {
@@ -80,6 +90,17 @@ func (s *Store) ReplaceListKey(ctx context.Context, list, oldFpr, newFpr string,
 		return nil, fmt.Errorf("store: replace key of list %q: %w", list, err)
 	}
 	return ids, nil
+}
+
+// ListsWithKey returns the lists whose current or a retired key has the
+// fingerprint fpr.
+func (s *Store) ListsWithKey(ctx context.Context, fpr string) ([]string, error) {
+	var out []string
+	if err := s.db.SelectContext(ctx, &out, s.q(`SELECT address FROM lists WHERE key_fingerprint = ?
+		UNION SELECT list FROM old_list_keys WHERE fingerprint = ? ORDER BY 1`), fpr, fpr); err != nil {
+		return nil, fmt.Errorf("store: lists with key %s: %w", fpr, err)
+	}
+	return out, nil
 }
 
 // OldListKeys returns the list's retired keys, most recently retired

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/listcrypt/listcrypt/keyring"
 	"github.com/listcrypt/listcrypt/keyring/site"
 	"github.com/listcrypt/listcrypt/keyring/store"
@@ -226,12 +227,23 @@ func (s *Site) ShowHold(ctx context.Context, id int64) (*HeldPost, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := keyring.DecryptWith(h.Message, key, s.Config.Limits.MaxMessageSize.Bytes, keyring.ConfigLimits(s.Config))
+	// Sealed to the list key of the day it was held: the current key, or
+	// one a rotation retired since.
+	retired, err := keys.RetiredSecretKeys(ctx, h.List)
+	if err != nil {
+		return nil, err
+	}
+	sealKeys := append(openpgp.EntityList{key}, retired...)
+	raw, err := keyring.DecryptWith(h.Message, sealKeys, s.Config.Limits.MaxMessageSize.Bytes, keyring.ConfigLimits(s.Config))
 	if err != nil {
 		return nil, fmt.Errorf("open held post %d: %w", id, err)
 	}
 	hp := &HeldPost{Hold: h, Raw: raw}
-	if res, err := inbound.Examine(inbound.Input{Message: raw, ListKey: key, Now: s.Now(), Limits: deliver.InboundLimits(s.Config)}); err == nil && res.Encrypted {
+	var old []inbound.OldKey
+	for _, e := range retired {
+		old = append(old, inbound.OldKey{List: 0, Key: e, InGrace: true})
+	}
+	if res, err := inbound.Examine(inbound.Input{Message: raw, ListKey: key, OldKeys: old, Now: s.Now(), Limits: deliver.InboundLimits(s.Config)}); err == nil && res.Encrypted {
 		hp.Plaintext = res.Plaintext
 	}
 	return hp, nil
@@ -368,7 +380,7 @@ func (s *Site) ApproveHold(ctx context.Context, id int64) (Approval, error) {
 		return nil
 	}
 	dl := deliver.New(deliver.Options{Store: s.Store, Keys: keys, Config: s.Config, Now: s.Now, Log: slog.New(slog.DiscardHandler), Fence: fence})
-	r, err := dl.Distribute(dctx, p, hp.Raw)
+	r, err := dl.DistributeHeld(dctx, p, hp.Raw, hp.CreatedAt)
 	cancel(nil)
 	<-renewed
 	if err != nil {

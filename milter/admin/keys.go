@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
@@ -36,7 +37,11 @@ func (s *Site) RotateListKey(ctx context.Context, list string) (KeyChange, error
 	if err != nil {
 		return KeyChange{}, fmt.Errorf("list key of %s: %w", l.Address, err)
 	}
-	e, err := keyring.GenerateListKey(l.Address, keyTypeOf(old), s.Now(), rand.Reader)
+	kt, err := keyTypeOf(old)
+	if err != nil {
+		return KeyChange{}, fmt.Errorf("rotate the key of %s: %w", l.Address, err)
+	}
+	e, err := keyring.GenerateListKey(l.Address, kt, s.Now(), rand.Reader)
 	if err != nil {
 		return KeyChange{}, err
 	}
@@ -44,15 +49,20 @@ func (s *Site) RotateListKey(ctx context.Context, list string) (KeyChange, error
 }
 
 // keyTypeOf is the KeyType a list key was made as (RSA keys by their
-// size; anything else as the default).
-func keyTypeOf(e *openpgp.Entity) keyring.KeyType {
-	if e.PrimaryKey.PubKeyAlgo == packet.PubKeyAlgoRSA {
+// size). Keys of other types (an imported NIST or Ed448 key) are not
+// made here: rotate keeps the type, so it refuses, and the owner imports
+// a new key of that type instead.
+func keyTypeOf(e *openpgp.Entity) (keyring.KeyType, error) {
+	switch e.PrimaryKey.PubKeyAlgo {
+	case packet.PubKeyAlgoRSA:
 		if bits, err := e.PrimaryKey.BitLength(); err == nil && bits >= 4096 {
-			return keyring.KeyRSA4096
+			return keyring.KeyRSA4096, nil
 		}
-		return keyring.KeyRSA3072
+		return keyring.KeyRSA3072, nil
+	case packet.PubKeyAlgoEdDSA, packet.PubKeyAlgoEd25519:
+		return keyring.KeyEd25519, nil
 	}
-	return keyring.KeyEd25519
+	return "", fmt.Errorf("its key type (algorithm %d) is not one listcrypt makes (Ed25519, RSA 3072, RSA 4096): make a new key of that type and run \"listcrypt list key import\"", e.PrimaryKey.PubKeyAlgo)
 }
 
 // ImportListKey switches the list to the owner-generated secret key in
@@ -80,8 +90,25 @@ func (s *Site) ImportListKey(ctx context.Context, list, file string) (KeyChange,
 	if err != nil {
 		return KeyChange{}, fmt.Errorf("key in %s refused: %w", file, err)
 	}
-	if keyring.Fingerprint(e) == l.KeyFingerprint {
+	fpr := keyring.Fingerprint(e)
+	if fpr == l.KeyFingerprint {
 		return KeyChange{}, fmt.Errorf("key in %s is the list's key already", file)
+	}
+	// A list key belongs to one list: posts encrypted and signed for one
+	// would open and bind on the other.
+	owners, err := s.Store.ListsWithKey(ctx, fpr)
+	if err != nil {
+		return KeyChange{}, err
+	}
+	for _, o := range owners {
+		if o != l.Address {
+			return KeyChange{}, fmt.Errorf("key in %s refused: it is (or was) the key of list %s; every list needs a key of its own", file, o)
+		}
+	}
+	// Since the expiry could not be refreshed without the owner, an
+	// expiring list key would stop the list on its day: refused.
+	if exp, ok := keyring.ExpiresAt(e); ok {
+		return KeyChange{}, fmt.Errorf("key in %s refused: it expires (%s); a list key must not expire (gpg --quick-set-expire FINGERPRINT 0, for the key and its subkeys)", file, exp.UTC().Format(time.RFC3339))
 	}
 	return s.replaceKey(ctx, l, e)
 }

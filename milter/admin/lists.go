@@ -64,7 +64,7 @@ func (s *Site) DeleteList(ctx context.Context, address string, opt DeleteOptions
 	d := Deleted{Address: l.Address}
 	now := s.Now().UTC()
 	if !opt.Purge {
-		path, err := s.exportKeys(l, now)
+		path, err := s.exportKeys(ctx, l, now)
 		if err != nil {
 			return Deleted{}, err
 		}
@@ -114,20 +114,32 @@ func fileExists(p string) bool {
 // exportKeys writes the list's key, armored, to a new 0600 file in
 // state_dir and returns its path. The secret key is written as stored:
 // sealed by the site passphrase.
-func (s *Site) exportKeys(l store.List, now time.Time) (string, error) {
+func (s *Site) exportKeys(ctx context.Context, l store.List, now time.Time) (string, error) {
 	if len(l.SecretKey) == 0 {
 		return "", fmt.Errorf("list %s has no stored secret key to keep; delete it with --purge", l.Address)
 	}
+	// The keys a rotation retired go along: posts held or archived
+	// before it are sealed to them.
+	old, err := s.Store.OldListKeys(ctx, l.Address)
+	if err != nil {
+		return "", fmt.Errorf("keep the keys of %s (nothing was deleted): %w", l.Address, err)
+	}
+	comment := fmt.Sprintf("listcrypt list key of %s (deleted %s), fingerprint %s; the secret key is protected by the site passphrase",
+		l.Address, now.Format(time.RFC3339), l.KeyFingerprint)
+	secrets := [][]byte{l.SecretKey}
+	for _, o := range old {
+		comment += fmt.Sprintf("; retired key %s", o.Fingerprint)
+		secrets = append(secrets, o.SecretKey)
+	}
 	var b bytes.Buffer
-	w, err := armor.Encode(&b, "PGP PRIVATE KEY BLOCK", map[string]string{
-		"Comment": fmt.Sprintf("listcrypt list key of %s (deleted %s), fingerprint %s; the secret key is protected by the site passphrase",
-			l.Address, now.Format(time.RFC3339), l.KeyFingerprint),
-	})
+	w, err := armor.Encode(&b, "PGP PRIVATE KEY BLOCK", map[string]string{"Comment": comment})
 	if err != nil {
 		return "", err
 	}
-	if _, err := w.Write(l.SecretKey); err != nil {
-		return "", err
+	for _, sec := range secrets {
+		if _, err := w.Write(sec); err != nil {
+			return "", err
+		}
 	}
 	if err := w.Close(); err != nil {
 		return "", err

@@ -441,7 +441,15 @@ func (d *Deliverer) notifyOwners(ctx context.Context, p *policy.Policy, skipped 
 // exactly-once: distributing again after a failure resumes. The caller
 // holds the post's claim.
 func (d *Deliverer) Distribute(ctx context.Context, p *policy.Policy, msg []byte) (Result, error) {
-	ex, err := Examine(ctx, d.opts.Keys, d.opts.Config, d.opts.Now(), []*policy.Policy{p}, msg)
+	return d.DistributeHeld(ctx, p, msg, d.opts.Now())
+}
+
+// DistributeHeld is Distribute for a post held at heldAt: a list key
+// retired since is judged as of then, so a post encrypted to a key that
+// was in its grace period when it was held still opens when a moderator
+// approves it later.
+func (d *Deliverer) DistributeHeld(ctx context.Context, p *policy.Policy, msg []byte, heldAt time.Time) (Result, error) {
+	ex, err := examine(ctx, d.opts.Keys, d.opts.Config, d.opts.Now(), heldAt, []*policy.Policy{p}, msg)
 	if err != nil {
 		return Result{}, err
 	}

@@ -33,6 +33,12 @@ type Examination struct {
 // beyond what the list would accept in clear is refused before any
 // policy check, whoever sent it.
 func Examine(ctx context.Context, keys *keyring.Cache, cfg *config.Config, now time.Time, lists []*policy.Policy, msg []byte) (*Examination, error) {
+	return examine(ctx, keys, cfg, now, now, lists, msg)
+}
+
+// examine is Examine with the list keys' grace periods judged at
+// graceAt: a held post is judged as of when it was held.
+func examine(ctx context.Context, keys *keyring.Cache, cfg *config.Config, now, graceAt time.Time, lists []*policy.Policy, msg []byte) (*Examination, error) {
 	ex := &Examination{}
 	lim := InboundLimits(cfg)
 	rings := make(unionRing, 0, len(lists))
@@ -48,7 +54,7 @@ func Examine(ctx context.Context, keys *keyring.Cache, cfg *config.Config, now t
 		}
 		// Keys retired by a rotation: in their grace period they still
 		// open posts for the list; after it they are only recognised.
-		rks, err := keys.OldListKeys(ctx, p.Address, now, p.Keys.OldKeyGrace.D)
+		rks, err := keys.OldListKeys(ctx, p.Address, graceAt, p.Keys.OldKeyGrace.D)
 		if err != nil {
 			return nil, err
 		}

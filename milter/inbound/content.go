@@ -127,8 +127,19 @@ func (r *Result) Binding(listKey *openpgp.Entity, listAddr string) Binding {
 		return BindingNone
 	}
 	if len(r.IntendedRecipients) > 0 {
-		for _, k := range append([]*openpgp.Entity{listKey}, r.oldOpened...) {
-			if k != nil && namesKey(r.IntendedRecipients, k) {
+		if listKey != nil && namesKey(r.IntendedRecipients, listKey) {
+			return BindingList
+		}
+		// A retired key of this list (in its grace period) that opened
+		// the post; another list's retired key binds to that list only.
+		list := -1
+		for i, k := range r.listKeys {
+			if k == listKey {
+				list = i
+			}
+		}
+		for _, o := range r.oldOpened {
+			if o.list == list && namesKey(r.IntendedRecipients, o.key) {
 				return BindingList
 			}
 		}

@@ -287,6 +287,7 @@ func (ex *examiner) openData(bin []byte, sc *scanResult) (io.ReadCloser, error) 
 		return nil, wrap(ErrNotForList, "the message is encrypted with a passphrase only")
 	}
 	keys := append([]*openpgp.Entity{lk}, ex.in.AlsoFor...)
+	ex.res.listKeys = append([]*openpgp.Entity(nil), keys...)
 	// Retired keys in their grace period open posts for their list.
 	listOf := make([]int, len(keys), len(keys)+len(ex.in.OldKeys))
 	for i := range listOf {
@@ -333,7 +334,7 @@ func (ex *examiner) openData(bin []byte, sc *scanResult) (io.ReadCloser, error) 
 				continue
 			}
 			if j > len(ex.in.AlsoFor) {
-				ex.res.oldOpened = append(ex.res.oldOpened, keys[j])
+				ex.res.oldOpened = append(ex.res.oldOpened, openedOld{list: listOf[j], key: keys[j]})
 			}
 			if l := listOf[j]; l == 0 {
 				ex.res.ForList = true

@@ -103,6 +103,12 @@ type Input struct {
 	Limits Limits
 }
 
+// openedOld is a retired key that opened the post, and its list's index.
+type openedOld struct {
+	list int
+	key  *openpgp.Entity
+}
+
 // OldKey is a retired list key (Input.OldKeys).
 type OldKey struct {
 	// List is the key's list: 0 for ListKey's, i for AlsoFor[i-1]'s.
@@ -213,9 +219,12 @@ type Result struct {
 	ForList bool
 	AlsoFor []bool
 	// oldOpened are the retired keys (Input.OldKeys, in their grace
-	// period) that opened the post: a signature naming one of them as
-	// intended recipient is bound to the list (Binding).
-	oldOpened []*openpgp.Entity
+	// period) that opened the post, with the list each is a key of: a
+	// signature naming one of them as intended recipient is bound to
+	// that list (Binding), and to no other.
+	oldOpened []openedOld
+	// listKeys are Input.ListKey and Input.AlsoFor, by list index.
+	listKeys []*openpgp.Entity
 	// Content is the MIME entity members receive (see content.go). With
 	// a valid signature it is exactly the bytes that signature covers (in
 	// CRLF form): the signed first part of a multipart/signed (§5, §6.1),

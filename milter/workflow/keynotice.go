@@ -32,6 +32,16 @@ func (r *Responder) KeyChangeNotices(ctx context.Context, p *policy.Policy, oldK
 	l := keyring.ConfigLimits(r.Config)
 	cfg := keyring.PacketConfig(l, func() time.Time { return now })
 	text := textKeyChanged(p, keyring.Fingerprint(oldKey), keyring.Fingerprint(newKey), now.Add(p.Keys.OldKeyGrace.D))
+	// Signed by the old key too, so that members' clients that know only
+	// it can trust the change; an old key that can no longer sign
+	// (expired, revoked) is what the change replaces: the new key signs
+	// alone, and the log says so.
+	alsoBy := oldKey
+	if _, ok := oldKey.SigningKey(now, cfg); !ok {
+		alsoBy = nil
+		r.Log.Warn("the old list key cannot sign (expired or revoked): key change notices are signed by the new key only",
+			"list", p.Address, "old_key", keyring.Fingerprint(oldKey))
+	}
 	for _, m := range members {
 		if m.State != store.MemberActive {
 			continue
@@ -53,7 +63,7 @@ func (r *Responder) KeyChangeNotices(ctx context.Context, p *policy.Policy, oldK
 			From: p.RequestAddress(), FromName: p.Address + " (listcrypt)", To: m.Address,
 			Subject: "The key of " + p.Address + " has changed", Text: text,
 			Key: armored, KeyName: p.Address + ".asc",
-			EncryptTo: e, AlsoSignedBy: oldKey,
+			EncryptTo: e, AlsoSignedBy: alsoBy,
 		}, newKey, now, r.Rand, l)
 		if err != nil {
 			return nil, 0, fmt.Errorf("compose key change notice to %s: %w", m.Address, err)
