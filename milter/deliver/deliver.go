@@ -51,7 +51,7 @@ type Options struct {
 	// approve" checks (and renews) its claim on the post with it: a
 	// process stopped longer than its lease (Ctrl-Z, a frozen VM) whose
 	// claim passed to another must not send one more batch when it
-	// wakes up (docs/outbound.md, "Holds").
+	// wakes up (docs/outbound.md, "Delivery, exactly once").
 	Fence func(ctx context.Context) error
 }
 
@@ -269,8 +269,8 @@ func (d *Deliverer) submitBatches(ctx context.Context, dl *delivery, stream *out
 		b.Number += lastBatch
 		g.Go(func() (err error) {
 			// A panic here (a bug) would kill the daemon: nothing above
-			// this goroutine can recover it. It fails the delivery with
-			// its stack instead (logged at Error by the caller), and the
+			// this goroutine can recover it. It fails the delivery
+			// instead, logged below with its stack, and the sender's
 			// retry resumes from the records.
 			defer func() {
 				if v := recover(); v != nil {
