@@ -12,7 +12,7 @@ import (
 	"github.com/listcrypt/listcrypt/milter/milterfix"
 )
 
-func TestMain(m *testing.M) { storetest.Main(m) }
+func TestMain(m *testing.M) { storetest.Main(m, removeMilterBin) }
 
 // Two milter hosts on one real PostgreSQL: a replay seen by one is refused
 // by the other (settled by the database), and a member removed through

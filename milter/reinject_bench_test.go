@@ -396,6 +396,14 @@ var (
 	milterBinErr  error
 )
 
+// removeMilterBin removes the folder of the binary startMilterProcess
+// built (TestMain, at the end of the process).
+func removeMilterBin() {
+	if milterBin != "" {
+		os.RemoveAll(filepath.Dir(milterBin))
+	}
+}
+
 // startMilterProcess builds cmd/listcrypt-milter (once per process) and
 // runs it on site's config with the reinjection address and connections
 // set; it returns its pid. The process is stopped at the end of the

@@ -52,11 +52,16 @@ const EnvPostgres = "LISTCRYPT_TEST_POSTGRES"
 
 var mainCalled atomic.Bool
 
-// Main runs the tests, stops the PostgreSQL server if one was started, and
-// exits with the tests' status. Call it from TestMain.
-func Main(m *testing.M) {
+// Main runs the tests, stops the PostgreSQL server if one was started,
+// runs cleanups (what a package's tests and benchmarks share for the
+// whole process, e.g. a binary built once), and exits with the tests'
+// status. Call it from TestMain.
+func Main(m *testing.M, cleanups ...func()) {
 	mainCalled.Store(true)
 	code := m.Run()
+	for _, c := range cleanups {
+		c()
+	}
 	if err := srv.stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "storetest:", err)
 		if code == 0 {
