@@ -108,3 +108,23 @@ func Alive(pid int) bool {
 	}
 	return syscall.Kill(pid, 0) == nil
 }
+
+// LiveProcs lists the live processes (not zombies) whose process group
+// and session match says yes to.
+func LiveProcs(match func(pgrp, sid int) bool) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if state, pg, s, ok := ProcStat(pid); ok && match(pg, s) && state != 'Z' && state != 'X' {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -566,21 +566,7 @@ func (p *Postfix) masterPID() int {
 
 // groupMembers lists the live processes of process group pgid.
 func groupMembers(pgid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if state, pg, _, ok := ProcStat(pid); ok && pg == pgid && state != 'Z' && state != 'X' {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return LiveProcs(func(pg, _ int) bool { return pg == pgid })
 }
 
 // FreePorts picks n distinct free TCP ports on 127.0.0.1 (the rigs of

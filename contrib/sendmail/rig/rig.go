@@ -467,21 +467,7 @@ func pidFile(path string) int {
 
 // sessionMembers lists the live processes of session sid.
 func sessionMembers(sid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if state, _, s, ok := rig.ProcStat(pid); ok && s == sid && state != 'Z' && state != 'X' {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return rig.LiveProcs(func(_, s int) bool { return s == sid })
 }
 
 func readFile(path string) string {
